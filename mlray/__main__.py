@@ -1,0 +1,5 @@
+import sys
+
+from mlray.cli import main
+
+sys.exit(main())

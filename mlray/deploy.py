@@ -1,0 +1,416 @@
+"""The commands' work: read registry and cluster, plan, apply, wait. I/O lives here.
+
+Order matters for "bad input loses nothing": everything that can refuse (config, MLflow,
+live cluster facts, tags, wheels) runs before the only write, the PUT of the Serve config.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+import yaml
+
+from mlray import preflight
+from mlray.config import MlrayConfig
+from mlray.errors import ClusterError, ConfigError, DeployFailed, TagError, UsageError
+from mlray.plan import (
+    SOURCE_REGISTRY,
+    AppPlan,
+    Assessment,
+    Plan,
+    Skipped,
+    app_config,
+    app_source,
+    assess,
+    cluster_part,
+    current_apps,
+    plan_deploy,
+    plan_undeploy,
+    same_app,
+)
+from mlray.ray_api import ClusterFacts, RayDashboard
+from mlray.registry import Registry
+from mlray.serving_package import build_serving_package
+
+TERMINAL_BAD = ("DEPLOY_FAILED",)
+
+
+@dataclass
+class Options:
+    dry_run: bool = False
+    prune_unmanaged: bool = False
+    skip_invalid: bool = False
+    timeout_s: float = 600.0
+    preflight: bool = True
+    use_cache: bool = True
+
+
+@dataclass
+class Report:
+    """What happened, for the CLI to print and for tests and the plugin to inspect."""
+
+    cluster: str
+    facts: ClusterFacts | None = None
+    assessment: Assessment | None = None
+    refused: list[Skipped] = field(default_factory=list)
+    plan: Plan | None = None
+    applied: bool = False
+
+
+class Console:
+    def __init__(self, out: TextIO | None = None):
+        self.out = out or sys.stdout
+
+    def __call__(self, line: str = "") -> None:
+        print(line, file=self.out, flush=True)
+
+
+def _live_facts(dash: RayDashboard, cluster_name: str, cfg: MlrayConfig) -> ClusterFacts:
+    """Check config against the live cluster: a wrong Python would break every replica."""
+    cluster = cfg.cluster(cluster_name)
+    facts = dash.probe()
+    problems = []
+    if facts.python_minor != cluster.python:
+        problems.append(
+            f"got python {cluster.python!r} for clusters.{cluster_name}; "
+            f"expected {facts.python_minor!r}: the live cluster runs Python {facts.python}"
+        )
+    if facts.platform != cluster.platform:
+        problems.append(
+            f"got platform {cluster.platform!r} for clusters.{cluster_name}; "
+            f"expected {facts.platform!r}: the live cluster reports it"
+        )
+    if problems:
+        raise ConfigError("config disagrees with the live cluster:\n  - " + "\n  - ".join(problems))
+    return facts
+
+
+def prepare(
+    cfg: MlrayConfig, cluster_name: str, opts: Options, say: Console
+) -> tuple[Report, RayDashboard, Registry]:
+    """Everything up to the plan: read, validate, preflight. Changes nothing anywhere."""
+    cluster = cfg.cluster(cluster_name)
+    report = Report(cluster=cluster_name)
+    dash = RayDashboard(cluster, cluster_name)
+    registry = Registry(cfg.tracking_uri)
+    say(
+        f"Reading registry {cfg.tracking_uri} (models named *{cfg.selection.name_suffix}"
+        + (f", alias @{cfg.selection.alias})" if cfg.selection.alias else ", latest version)")
+    )
+    models, unselected = registry.selected(cfg.selection)
+    say(f"Probing cluster {cluster_name} at {cluster.dashboard_url}")
+    facts = _live_facts(dash, cluster_name, cfg)
+    report.facts = facts
+    say(f"  Python {facts.python}, {facts.platform}, {facts.libc}, Ray {facts.ray}")
+    a = assess(models, unselected, cluster.python, facts.python)
+    report.assessment = a
+    if a.problems and not opts.skip_invalid:
+        raise TagError(a.problems)
+    if opts.preflight and a.ready:
+        target = preflight.Target(cluster.python, cluster.platform, facts.glibc)
+        say(
+            f"Preflight: resolving wheels of {len(a.ready)} model(s) for "
+            f"Python {cluster.python} on {cluster.platform}"
+        )
+        results = preflight.check_many(
+            {r.model.label: r.model.pip for r in a.ready}, target, use_cache=opts.use_cache
+        )
+        for r in list(a.ready):
+            res = results[r.model.label]
+            if not res.ok:
+                report.refused.append(Skipped(r.model.label, res.message, r.model.name))
+                a.ready.remove(r)
+    return report, dash, registry
+
+
+def _held_apps(report: Report, details: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Apps of models refused this time: kept as they run, so a bad new version loses nothing."""
+    refused = {s.model_name for s in report.refused}
+    if report.assessment:
+        refused |= report.assessment.invalid
+    return {
+        name: cfg
+        for name, cfg in current_apps(details).items()
+        if app_source(cfg) == SOURCE_REGISTRY
+        and (cfg.get("args") or {}).get("model_name") in refused
+    }
+
+
+def deploy(
+    cfg: MlrayConfig, cluster_name: str, opts: Options, say: Console | None = None
+) -> Report:
+    say = say or Console()
+    report, dash, registry = prepare(cfg, cluster_name, opts, say)
+    assert report.assessment is not None
+    cluster = cfg.cluster(cluster_name)
+    package = build_serving_package()
+    desired = [
+        (
+            r.model,
+            app_config(
+                r.model,
+                r.options,
+                tracking_uri=cfg.cluster_tracking_uri(cluster_name),
+                serving_uri=package.uri,
+            ),
+        )
+        for r in report.assessment.ready
+    ]
+    details = dash.serve_details()
+    held = _held_apps(report, details)
+    plan = plan_deploy(
+        desired,
+        details,
+        prune_unmanaged=opts.prune_unmanaged,
+        http_options=cluster.http_options,
+        hold=held,
+    )
+    report.plan = plan
+    print_assessment(report, say)
+    print_plan(plan, say)
+    if plan.conflicts:
+        raise UsageError(
+            "refusing to overwrite apps mlray does not manage:\n  - "
+            + "\n  - ".join(plan.conflicts)
+        )
+    if opts.dry_run:
+        say("\nDry run: nothing was changed. The Serve config (`serve deploy` accepts it):\n---")
+        say(to_yaml(plan.config).rstrip())
+        return report
+    if not plan.changes:
+        say("\nNothing to change.")
+        return report
+    if not dash.package_exists(package.uri):
+        say(f"Uploading serving code as {package.uri} ({len(package.data)} bytes)")
+        dash.upload_package(package.uri, package.data)
+    say(f"Applying the Serve config to {cluster_name} ({len(plan.config['applications'])} apps)")
+    dash.put_serve_config(plan.config)
+    report.applied = True
+    wait_until_running(dash, plan, opts.timeout_s, say)
+    _write_back(registry, plan, desired, cluster_name, cluster.serve_url, say)
+    say(f"Done: {cluster_name} serves {len(desired) + len(held)} model(s).")
+    return report
+
+
+def _write_back(
+    registry: Registry,
+    plan: Plan,
+    desired: list[tuple[Any, dict[str, Any]]],
+    cluster_name: str,
+    serve_url: str,
+    say: Console,
+) -> None:
+    """Record where each version now runs, so the registry answers "where is this served?"."""
+    changed = {a.name for a in plan.apps if a.action in ("add", "update")}
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for model, cfg in desired:
+        if cfg["name"] not in changed:
+            continue
+        tags = {
+            "mlray.cluster": cluster_name,
+            "mlray.endpoint": f"{serve_url}{cfg['route_prefix']}/invocations",
+            "mlray.deployed_at": now,
+        }
+        try:
+            registry.set_version_tags(model.name, model.version, tags)
+        except Exception as e:  # the deploy itself succeeded; do not fail it for bookkeeping
+            say(f"warning: could not tag {model.label} with its endpoint: {e}")
+
+
+def wait_until_running(
+    dash: RayDashboard,
+    plan: Plan,
+    timeout_s: float,
+    say: Console,
+    poll_s: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Poll until every planned app runs the new config, showing each status change."""
+    want = {a["name"]: a for a in plan.config["applications"]}
+    gone = {a.name for a in plan.by_action("remove")}
+    start = clock()
+    last: dict[str, str] = {}
+    last_beat = start
+    while True:
+        details = dash.serve_details()
+        apps = details.get("applications") or {}
+        pending, failed = [], []
+        for name, cfg in want.items():
+            app = apps.get(name) or {}
+            status = app.get("status", "NOT_STARTED")
+            if not same_app(app.get("deployed_app_config"), cfg) and status == "RUNNING":
+                status = "APPLYING"
+            if last.get(name) != status:
+                say(f"  [{clock() - start:5.1f}s] {name}: {status}")
+                last[name] = status
+            if status in TERMINAL_BAD:
+                failed.append(f"{name}: {status}: {_app_message(app)}")
+            elif status != "RUNNING":
+                pending.append(f"{name} {status}")
+        pending += [f"{n} DELETING" for n in gone if n in apps]
+        if failed:
+            raise DeployFailed("deploy failed:\n  - " + "\n  - ".join(failed))
+        if not pending:
+            return
+        if clock() - start > timeout_s:
+            msgs = [f"{n}: {_app_message(apps.get(n) or {})}" for n in want if n in apps]
+            raise DeployFailed(
+                f"timed out after {timeout_s:.0f}s waiting for: {', '.join(pending)}\n"
+                + "\n".join(f"  {m}" for m in msgs if m.split(": ", 1)[1])
+            )
+        if clock() - last_beat >= 15:
+            say(f"  [{clock() - start:5.1f}s] waiting for {', '.join(pending)}")
+            last_beat = clock()
+        time.sleep(poll_s)
+
+
+def _app_message(app: dict[str, Any]) -> str:
+    parts = [app.get("message") or ""]
+    for d in (app.get("deployments") or {}).values():
+        if d.get("message"):
+            parts.append(f"{d.get('name')}: {d['message']}")
+    return " | ".join(p for p in parts if p)[:4000]
+
+
+def undeploy(
+    cfg: MlrayConfig, cluster_name: str, names: list[str], opts: Options, say: Console | None = None
+) -> Plan:
+    say = say or Console()
+    cluster = cfg.cluster(cluster_name)
+    dash = RayDashboard(cluster, cluster_name)
+    details = dash.serve_details()
+    plan, unknown = plan_undeploy(details, names, http_options=cluster.http_options)
+    if unknown:
+        ours = sorted(n for n, c in current_apps(details).items() if app_source(c))
+        raise UsageError(
+            f"got {', '.join(unknown)} for app names; expected apps mlray deployed on "
+            f"{cluster_name}: {', '.join(ours) or 'none'}. Nothing was changed."
+        )
+    print_plan(plan, say)
+    if opts.dry_run or not plan.changes:
+        say("Nothing was changed." if opts.dry_run else "Nothing to remove.")
+        return plan
+    dash.put_serve_config(plan.config)
+    wait_until_running(dash, plan, opts.timeout_s, say)
+    say(f"Removed {len(plan.by_action('remove'))} app(s) from {cluster_name}.")
+    return plan
+
+
+def check(cfg: MlrayConfig, cluster_name: str, opts: Options, say: Console | None = None) -> Report:
+    """The preflight alone: everything deploy checks, nothing applied."""
+    say = say or Console()
+    report, _, _ = prepare(cfg, cluster_name, opts, say)
+    print_assessment(report, say)
+    assert report.assessment is not None
+    if report.assessment.problems:
+        raise TagError(report.assessment.problems)
+    if report.refused:
+        raise UsageError(f"{len(report.refused)} model(s) cannot be installed on {cluster_name}")
+    say(f"OK: {len(report.assessment.ready)} model(s) ready for {cluster_name}.")
+    return report
+
+
+def status_rows(cfg: MlrayConfig, cluster_name: str) -> list[dict[str, str]]:
+    cluster = cfg.cluster(cluster_name)
+    details = RayDashboard(cluster, cluster_name).serve_details()
+    rows = []
+    for name, app in sorted((details.get("applications") or {}).items()):
+        conf = app.get("deployed_app_config") or {}
+        args = conf.get("args") or {}
+        running = target = 0
+        for d in (app.get("deployments") or {}).values():
+            target += int(d.get("target_num_replicas") or 0)
+            running += sum(1 for r in d.get("replicas") or [] if r.get("state") == "RUNNING")
+        route = app.get("route_prefix") or conf.get("route_prefix") or ""
+        rows.append(
+            {
+                "APP": name,
+                "MODEL": args.get("model_name", "-") if app_source(conf) else "(not mlray)",
+                "VERSION": str(args.get("model_version", "-")),
+                "STATUS": app.get("status", "?"),
+                "REPLICAS": f"{running}/{target}",
+                "ENDPOINT": f"{cluster.serve_url}{route}/invocations" if route else "-",
+            }
+        )
+    return rows
+
+
+def print_assessment(report: Report, say: Console) -> None:
+    a = report.assessment
+    if a is None:
+        return
+    for s in a.skipped:
+        say(f"skipped  {s.label}: {s.reason}")
+    for s in report.refused:
+        say(f"refused  {s.label}: {s.reason}")
+    for p in a.problems:
+        say(f"invalid  {p}")
+    for w in a.warnings:
+        say(f"warning  {w}")
+
+
+def print_plan(plan: Plan, say: Console) -> None:
+    say("\nPlan:")
+    if not plan.apps:
+        say("  (no apps)")
+    width = max((len(a.name) for a in plan.apps), default=0)
+    for a in plan.apps:
+        model = f" [{a.model}]" if a.model else ""
+        say(f"  {a.action:<9} {a.name:<{width}}{model}: {a.reason}")
+
+
+def to_yaml(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=100)
+
+
+__all__ = ["ClusterError", "Options", "Report", "check", "deploy", "status_rows", "undeploy"]
+
+
+def apply_one(
+    cfg: MlrayConfig,
+    cluster_name: str,
+    name: str,
+    app: dict[str, Any] | None,
+    timeout_s: float = 600.0,
+    say: Console | None = None,
+) -> Plan:
+    """Add, replace (``app``) or remove (None) one app, keeping every other app as it runs.
+
+    Used by the MLflow deployments plugin, which manages single deployments by name.
+    """
+    say = say or Console()
+    cluster = cfg.cluster(cluster_name)
+    dash = RayDashboard(cluster, cluster_name)
+    details = dash.serve_details()
+    current = current_apps(details)
+    apps, configs = [], {}
+    for n, c in current.items():
+        if n == name:
+            continue
+        apps.append(AppPlan(n, "keep", "not named"))
+        configs[n] = c
+    if app is None:
+        apps.append(AppPlan(name, "remove", "deleted"))
+    else:
+        action = "update" if name in current else "add"
+        if name in current and same_app(current[name], app):
+            action = "unchanged"
+        apps.append(AppPlan(name, action, "requested"))
+        configs[name] = app
+    config = cluster_part(details, cluster.http_options)
+    config["applications"] = [configs[n] for n in sorted(configs)]
+    plan = Plan(apps=apps, config=config)
+    if not plan.changes:
+        return plan
+    if app is not None:
+        package = build_serving_package()
+        if not dash.package_exists(package.uri):
+            dash.upload_package(package.uri, package.data)
+    dash.put_serve_config(plan.config)
+    wait_until_running(dash, plan, timeout_s, say)
+    return plan

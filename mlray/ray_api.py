@@ -1,0 +1,185 @@
+"""The Ray dashboard's REST API: the I/O edge on the cluster side.
+
+mlray never uses Ray Client: the CLI host's Python and Ray versions must not matter, so all
+it needs is HTTP to the dashboard.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from mlray.config import ClusterConfig
+from mlray.errors import ClusterError
+
+SERVE_API = "/api/serve/applications/"
+PROBE_MARKER = "MLRAY_PROBE="
+# Runs on the cluster: what the cluster really is, not what the config says.
+PROBE_SCRIPT = f"""
+import json, platform
+try:
+    import ray
+    ray_version = ray.__version__
+except Exception:
+    ray_version = "unknown"
+print("{PROBE_MARKER}" + json.dumps({{
+    "python": platform.python_version(), "machine": platform.machine(),
+    "system": platform.system(), "libc": "-".join(platform.libc_ver()), "ray": ray_version,
+}}))
+"""
+# A job's entrypoint is a shell whose parent is the job supervisor, a Ray worker: its
+# interpreter is the one replicas run on, whatever `python` on the PATH is.
+_PROBE_B64 = base64.b64encode(PROBE_SCRIPT.encode()).decode()
+PROBE_ENTRYPOINT = (
+    'PY="$(readlink /proc/$PPID/exe 2>/dev/null || command -v python3)"; "$PY" -c '
+    f"\"import base64; exec(base64.b64decode('{_PROBE_B64}'))\""
+)
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """The live cluster, as reported by a probe job on it."""
+
+    python: str  # full version, e.g. 3.11.7
+    machine: str  # x86_64 / aarch64
+    system: str
+    libc: str  # e.g. glibc-2.36
+    ray: str
+
+    @property
+    def python_minor(self) -> str:
+        return ".".join(self.python.split(".")[:2])
+
+    @property
+    def platform(self) -> str:
+        return f"{self.system.lower()}_{self.machine}"
+
+    @property
+    def glibc(self) -> tuple[int, int] | None:
+        name, _, ver = self.libc.partition("-")
+        if name != "glibc" or not ver:
+            return None
+        major, _, minor = ver.partition(".")
+        return int(major), int(minor.split(".")[0] or 0)
+
+
+class RayDashboard:
+    def __init__(self, cluster: ClusterConfig, name: str = "cluster"):
+        self.cluster = cluster
+        self.name = name
+        self.base = cluster.dashboard_url
+        self.session = requests.Session()
+        token = cluster.auth_token()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        url = self.base + path
+        kw.setdefault("timeout", self.cluster.request_timeout_s)
+        try:
+            resp = self.session.request(method, url, **kw)
+        except requests.RequestException as e:
+            raise ClusterError(
+                f"cannot reach the Ray dashboard of cluster {self.name!r} at {self.base} "
+                f"({type(e).__name__}); check clusters.{self.name}.dashboard_url. "
+                "Nothing was changed."
+            ) from None
+        if resp.status_code in (401, 403):
+            raise ClusterError(
+                f"the Ray dashboard at {self.base} refused {method} {path} "
+                f"({resp.status_code}: {resp.text[:200]}); Ray >= 2.60 enables token auth by "
+                f"default: set clusters.{self.name}.auth_token_env (or auth_token_file) to "
+                "the cluster's token (`ray get-auth-token` on the head). Nothing was changed."
+            )
+        return resp
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self._call(method, path, **kw)
+        if resp.status_code >= 400:
+            raise ClusterError(
+                f"{method} {self.base}{path} answered {resp.status_code}: {resp.text[:2000]}"
+            )
+        return resp.json() if resp.content else None
+
+    # -- Serve ---------------------------------------------------------------------------
+    def serve_details(self) -> dict[str, Any]:
+        """``GET /api/serve/applications/``: the running config and every app's status."""
+        return self._json("GET", SERVE_API) or {}
+
+    def put_serve_config(self, config: dict[str, Any]) -> None:
+        """Replace the cluster's whole Serve config (apps not listed are removed)."""
+        body = json.dumps(config, sort_keys=False).encode()
+        self._json("PUT", SERVE_API, data=body, headers={"Content-Type": "application/json"})
+
+    # -- packages (the mechanism Ray's job submission uses for working_dir/py_modules) -----
+    def package_exists(self, uri: str) -> bool:
+        protocol, name = _split_uri(uri)
+        resp = self._call("GET", f"/api/packages/{protocol}/{name}")
+        if resp.status_code == 404:
+            return False
+        if resp.status_code >= 400:
+            raise ClusterError(f"checking package {uri} answered {resp.status_code}: {resp.text}")
+        return True
+
+    def upload_package(self, uri: str, data: bytes) -> None:
+        protocol, name = _split_uri(uri)
+        self._json("PUT", f"/api/packages/{protocol}/{name}", data=data)
+
+    # -- jobs: the live probe ------------------------------------------------------------
+    def probe(self, timeout_s: float = 120.0) -> ClusterFacts:
+        """Run a tiny job on the cluster and read back its Python, platform and libc."""
+        sid = f"mlray-probe-{uuid.uuid4().hex[:12]}"
+        body = {
+            "entrypoint": PROBE_ENTRYPOINT,
+            "submission_id": sid,
+            "metadata": {"mlray": "probe"},
+            "entrypoint_num_cpus": 0,
+        }
+        deadline = time.monotonic() + timeout_s
+        while True:
+            resp = self._call("POST", "/api/jobs/", json=body)
+            if resp.status_code < 400:
+                break
+            # A freshly started head answers before its job agent has registered.
+            if (
+                resp.status_code in (500, 503)
+                and "agent" in resp.text
+                and (time.monotonic() < deadline)
+            ):
+                time.sleep(1.0)
+                continue
+            raise ClusterError(
+                f"POST {self.base}/api/jobs/ (the probe) answered {resp.status_code}: "
+                f"{resp.text[:2000]}"
+            )
+        status = "PENDING"
+        while time.monotonic() < deadline:
+            info = self._json("GET", f"/api/jobs/{sid}")
+            status = info.get("status", "")
+            if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+                break
+            time.sleep(0.5)
+        logs = (self._json("GET", f"/api/jobs/{sid}/logs") or {}).get("logs", "")
+        with contextlib.suppress(ClusterError):  # only housekeeping
+            self._call("DELETE", f"/api/jobs/{sid}")
+        for line in logs.splitlines():
+            if line.startswith(PROBE_MARKER):
+                return ClusterFacts(**json.loads(line[len(PROBE_MARKER) :]))
+        raise ClusterError(
+            f"the probe job on cluster {self.name!r} ended {status} without a report "
+            f"(waited up to {timeout_s:.0f}s); its logs:\n{logs[-2000:]}"
+        )
+
+
+def _split_uri(uri: str) -> tuple[str, str]:
+    protocol, sep, name = uri.partition("://")
+    if not sep or not name:
+        raise ValueError(f"got {uri!r} for a package URI; expected gcs://_ray_pkg_<hash>.zip")
+    return protocol, name

@@ -1,0 +1,457 @@
+"""The Ray Serve application every mlray deploy runs: one MLflow model behind MLflow's protocol.
+
+``import_path: mlray.serving.app:build`` with ``args: {model_uri, model_name, model_version,
+...}``; further keys in ``args`` are kept and shown in ``/metadata``. The deployment is named
+``MlflowModel``; its ``user_config`` is ``{max_batch_size: int | null, batch_wait_timeout_s:
+float}`` and is applied live by ``reconfigure``.
+
+Routes, relative to the app's route prefix (``/<ray.name>``):
+    POST /invocations, POST /    MLflow scoring protocol -> {"predictions": ...}
+    GET  /ping, /health          200 once the model is loaded
+    GET  /version                mlray and MLflow versions, model name and version
+    GET  /metadata               model, signature, replica Python, imported library versions,
+                                 batching settings and counters, replica identity
+
+Error policy ("a malformed request never gets a 500, and the replica keeps serving"):
+- anything wrong with the request itself (content type, size, JSON, format keys, types)
+  -> 400/413/415 from ``mlray.serving.protocol``;
+- ``MlflowException`` from ``predict`` (signature enforcement: missing column, wrong type)
+  -> 400 with MLflow's own ``error_code`` and message, as ``mlflow models serve`` answers;
+- any other ``Exception`` from ``predict`` -> 400 ``BAD_REQUEST``, again as MLflow's server
+  does: a model library raising ValueError/TypeError on a dtype or shape it cannot take is, in
+  practice, bad input, and the model code is not ours to classify further. The traceback is
+  logged on the replica;
+- only faults outside the request's control are 500 ``INTERNAL_ERROR``: predictions that
+  cannot be serialized, MemoryError, or a bug in this module.
+No exception escapes a handler, so one bad request never takes the replica down.
+"""
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import tempfile
+import traceback
+from collections import Counter
+from typing import Any
+
+from fastapi import FastAPI, Request
+from ray import serve
+from ray.serve.metrics import Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from mlray.serving import batching, introspect, protocol
+from mlray.serving.protocol import ParsedRequest, ScoringError
+
+try:
+    from mlray import __version__ as MLRAY_VERSION
+except ImportError:  # pragma: no cover - only if mlray.serving were shipped without mlray
+    MLRAY_VERSION = "unknown"
+
+logger = logging.getLogger("ray.serve")
+
+DEPLOYMENT_NAME = "MlflowModel"
+BATCH_SIZE_METRIC = "mlray_batch_size"
+BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
+PREDICT_THREADS_ENV = "MLRAY_PREDICT_THREADS"
+_JSON = "application/json"
+
+fastapi_app = FastAPI(title="mlray model server", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@fastapi_app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """Unknown routes and wrong methods answer in MLflow's error shape too."""
+    code = "ENDPOINT_NOT_FOUND" if exc.status_code == 404 else protocol.BAD_REQUEST
+    message = f"got {request.method} {request.url.path}: {exc.detail}"
+    return _error_response(ScoringError(exc.status_code, code, message))
+
+
+def _error_response(err: ScoringError) -> Response:
+    return Response(err.to_json(), status_code=err.status, media_type=_JSON)
+
+
+def input_hints(metadata: Any) -> protocol.InputHints | None:
+    """The model signature's input schema as ``InputHints`` (public MLflow API only)."""
+    from mlflow.types import DataType
+
+    schema = metadata.get_input_schema() if metadata is not None else None
+    if schema is None:
+        return None
+    is_tensor = bool(schema.is_tensor_spec())
+    named = bool(schema.has_input_names())
+    types: list[tuple[str | None, str]] = []
+    for spec in schema.inputs:
+        name = spec.name if named else None
+        if is_tensor:
+            types.append((name, str(spec.type)))
+        else:
+            simple = isinstance(spec.type, DataType)
+            types.append((name, spec.type.name if simple else protocol.COMPLEX))
+    return protocol.InputHints(is_tensor, named, tuple(types))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit():
+        protocol.check_body_size(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise protocol.too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_requirements(local_path: str) -> list[str]:
+    path = os.path.join(local_path, "requirements.txt")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+def _main_flavor(flavors: dict[str, Any]) -> str | None:
+    others = [name for name in flavors if name != "python_function"]
+    if others:
+        return others[0]
+    return "python_function" if flavors else None
+
+
+def _signature_dict(meta: Any) -> dict[str, Any] | None:
+    signature = getattr(meta, "signature", None)
+    if signature is None:
+        return None
+    result: dict[str, Any] = {}
+    for key, value in signature.to_dict().items():
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        result[key] = value
+    return result
+
+
+def _replica_identity() -> dict[str, Any]:
+    identity: dict[str, Any] = {"pid": os.getpid(), "hostname": socket.gethostname()}
+    try:
+        context = serve.get_replica_context()
+    except Exception:  # outside a replica (tests)
+        return identity
+    replica_id = getattr(context, "replica_id", None)
+    identity["replica_id"] = getattr(replica_id, "unique_id", None) or str(
+        getattr(context, "replica_tag", replica_id)
+    )
+    identity["deployment"] = getattr(context, "deployment", None)
+    identity["app_name"] = getattr(context, "app_name", None)
+    try:
+        import ray
+
+        identity["node_id"] = ray.get_runtime_context().get_node_id()
+    except Exception:
+        identity["node_id"] = None
+    return identity
+
+
+def _positive_int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"got {raw!r} for {name}; expected a positive integer")
+    return int(raw)
+
+
+# Everything the class uses is defined above it, and annotations are real objects (no
+# `from __future__ import annotations`): Serve pickles the class by value when the decorators
+# run, so later globals would be missing in the replica and FastAPI could not resolve
+# string annotations such as "Request".
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress(fastapi_app)
+class MlflowModel:
+    """One replica: the model loaded once, predictions served off the event loop."""
+
+    def __init__(
+        self,
+        model_uri: str,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        import mlflow
+
+        self._model_uri = model_uri
+        self._model_name = model_name
+        self._model_version = model_version
+        self._extra = dict(extra or {})
+        self._max_bytes = protocol.max_request_bytes()
+        # Download explicitly (rather than load_model(model_uri)) to keep the local copy: its
+        # requirements.txt is what /metadata reports on. Same artifacts, one download.
+        self._local_dir = tempfile.mkdtemp(prefix="mlray-model-")
+        local_path = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=self._local_dir
+        )
+        self._model = mlflow.pyfunc.load_model(local_path)
+        self._metadata = self._model.metadata
+        self._hints = input_hints(self._metadata)
+        self._accepts_params = "params" in inspect.signature(self._model.predict).parameters
+        self._requirements = _read_requirements(local_path)
+        # Predictions run on their own threads (default 1, like `mlflow models serve`'s one
+        # sync worker): the event loop stays free for /ping, and models that are not
+        # thread-safe are not called concurrently.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_positive_int_env(PREDICT_THREADS_ENV, 1),
+            thread_name_prefix="mlray-predict",
+        )
+        self._batch = batching.BatchConfig()
+        self._batch_histogram: Counter[int] = Counter()
+        self._batched_rows = 0
+        self._batch_metric = Histogram(
+            BATCH_SIZE_METRIC,
+            description="Requests merged into one predict call by @serve.batch.",
+            boundaries=BATCH_SIZE_BOUNDARIES,
+            tag_keys=("model",),
+        )
+        self._batch_metric.set_default_tags({"model": model_name or model_uri})
+        logger.info(
+            "mlray: loaded %s (%s version %s) with flavors %s",
+            model_uri,
+            model_name,
+            model_version,
+            sorted(self._metadata.flavors),
+        )
+
+    def __del__(self) -> None:
+        executor = getattr(self, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False)
+        local_dir = getattr(self, "_local_dir", None)
+        if local_dir:
+            shutil.rmtree(local_dir, ignore_errors=True)
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Apply ``user_config`` live; Ray calls this at start and on every change."""
+        config = batching.parse_user_config(user_config)
+        if config.max_batch_size is not None:
+            self._predict_merged.set_max_batch_size(config.max_batch_size)
+            self._predict_merged.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        self._batch = config
+        logger.info("mlray: batching %s", config)
+
+    def check_health(self) -> None:
+        if getattr(self, "_model", None) is None:
+            raise RuntimeError("got no loaded model; expected one loaded in __init__")
+
+    # --- routes ----------------------------------------------------------------------------
+
+    @fastapi_app.post("/invocations")
+    async def invocations(self, request: Request) -> Response:
+        return await self._score(request)
+
+    @fastapi_app.post("/")
+    async def invocations_root(self, request: Request) -> Response:
+        return await self._score(request)
+
+    @fastapi_app.get("/ping")
+    async def ping(self) -> Response:
+        return Response(b'{"status": "ok"}', media_type=_JSON)
+
+    @fastapi_app.get("/health")
+    async def health(self) -> Response:
+        return Response(b'{"status": "ok"}', media_type=_JSON)
+
+    @fastapi_app.get("/version")
+    async def version(self) -> Response:
+        import mlflow
+
+        return Response(
+            protocol.dumps_json(
+                {
+                    "mlray": MLRAY_VERSION,
+                    "mlflow": mlflow.__version__,
+                    "model_name": self._model_name,
+                    "model_version": self._model_version,
+                    "model_uri": self._model_uri,
+                }
+            ),
+            media_type=_JSON,
+        )
+
+    @fastapi_app.get("/metadata")
+    async def metadata(self) -> Response:
+        return Response(protocol.dumps_json(self.describe()), media_type=_JSON)
+
+    # --- scoring ---------------------------------------------------------------------------
+
+    async def _score(self, request: Request) -> Response:
+        try:
+            body = await read_body(request, self._max_bytes)
+            parsed = await asyncio.to_thread(
+                protocol.parse_request,
+                body,
+                request.headers.get("content-type"),
+                self._hints,
+                self._max_bytes,
+            )
+            if self._batch.max_batch_size and batching.merge_key(parsed) is not None:
+                outcome = await self._predict_merged(parsed)
+            else:
+                loop = asyncio.get_running_loop()
+                outcome = await loop.run_in_executor(self._executor, self._outcome, parsed)
+            if isinstance(outcome, ScoringError):
+                raise outcome
+            return Response(
+                await asyncio.to_thread(protocol.predictions_body, outcome), media_type=_JSON
+            )
+        except ScoringError as err:
+            return _error_response(err)
+        except Exception as ex:
+            logger.error("mlray: internal error while scoring:\n%s", traceback.format_exc())
+            return _error_response(
+                ScoringError(
+                    500,
+                    protocol.INTERNAL_ERROR,
+                    f"Internal error while scoring: {type(ex).__name__}: {ex}",
+                )
+            )
+
+    def _predict(self, data: Any, params: dict[str, Any] | None) -> Any:
+        """``PyFuncModel.predict`` with MLflow's error mapping (see the module docstring)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if self._accepts_params:
+                return self._model.predict(data, params=params)
+            if params:
+                logger.warning("mlray: model's predict takes no params; ignoring %s", params)
+            return self._model.predict(data)
+        except MlflowException as ex:
+            return ScoringError(400, str(ex.error_code), f"Failed to predict data. Error: {ex}")
+        except MemoryError:
+            raise
+        except Exception as ex:
+            logger.warning("mlray: predict raised on the input:\n%s", traceback.format_exc())
+            return ScoringError(
+                400,
+                protocol.BAD_REQUEST,
+                "Encountered an unexpected error while evaluating the model. Verify that the "
+                "input is compatible with the model for inference. "
+                f"Error: {type(ex).__name__}: {ex}",
+            )
+
+    def _outcome(self, parsed: ParsedRequest) -> Any:
+        """Predictions for one request, or the ScoringError it earned."""
+        return self._predict(parsed.data, parsed.params)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=batching.DEFAULT_BATCH_WAIT_TIMEOUT_S)
+    async def _predict_merged(self, items: list[ParsedRequest]) -> list[Any]:
+        """One Serve batch: merge what can be merged, predict, hand back each caller's rows."""
+        self._batch_histogram[len(items)] += 1
+        self._batched_rows += sum(item.n_rows for item in items)
+        self._batch_metric.observe(len(items))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._outcomes_merged, items)
+
+    def _outcomes_merged(self, items: list[ParsedRequest]) -> list[Any]:
+        results: list[Any] = [None] * len(items)
+        for group in batching.group_for_merge(items):
+            if len(group) > 1:
+                merged, lengths = batching.merge_frames([items[i].data for i in group])
+                predictions = self._predict(merged, None)
+                if not isinstance(predictions, ScoringError):
+                    try:
+                        pieces = batching.split_predictions(predictions, lengths)
+                    except ValueError as ex:
+                        logger.warning("mlray: cannot split merged predictions (%s)", ex)
+                    else:
+                        for i, piece in zip(group, pieces, strict=True):
+                            results[i] = piece
+                        continue
+            # Alone, or the merged call failed: one bad request must not fail its neighbours,
+            # and each caller gets exactly the answer it would get unbatched.
+            for i in group:
+                results[i] = self._outcome(items[i])
+        return results
+
+    # --- metadata --------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """Everything ``/metadata`` reports; library versions are read live in this process."""
+        import mlflow
+
+        meta = self._metadata
+        flavors = dict(meta.flavors or {})
+        pyfunc_conf = flavors.get("python_function", {}) or {}
+        requirement_dists = introspect.requirement_names(self._requirements)
+        return {
+            "model_name": self._model_name,
+            "model_version": self._model_version,
+            "model_uri": self._model_uri,
+            "run_id": getattr(meta, "run_id", None),
+            "model_uuid": getattr(meta, "model_uuid", None),
+            "model_id": getattr(meta, "model_id", None),
+            "artifact_path": getattr(meta, "artifact_path", None),
+            "utc_time_created": getattr(meta, "utc_time_created", None),
+            "flavors": sorted(flavors),
+            "flavor": _main_flavor(flavors),
+            "loader_module": pyfunc_conf.get("loader_module"),
+            "signature": _signature_dict(meta),
+            "python_version": platform.python_version(),
+            "python_version_logged": pyfunc_conf.get("python_version"),
+            "mlflow_version": mlflow.__version__,
+            "mlflow_version_logged": getattr(meta, "mlflow_version", None),
+            "mlray_version": MLRAY_VERSION,
+            "requirements": list(self._requirements),
+            "libraries": introspect.library_versions(requirement_dists),
+            "flavor_libraries": introspect.flavor_libraries(flavors),
+            "batching": {
+                "enabled": self._batch.max_batch_size is not None,
+                "max_batch_size": self._batch.max_batch_size,
+                "batch_wait_timeout_s": self._batch.batch_wait_timeout_s,
+                "batch_size_histogram": {
+                    str(size): count for size, count in sorted(self._batch_histogram.items())
+                },
+                "batches": sum(self._batch_histogram.values()),
+                "requests_batched": sum(s * c for s, c in self._batch_histogram.items()),
+                "rows_batched": self._batched_rows,
+                "metric": BATCH_SIZE_METRIC,
+            },
+            "max_request_bytes": self._max_bytes,
+            "replica": _replica_identity(),
+            "args": self._extra,
+        }
+
+
+def build(args: dict[str, Any]) -> serve.Application:
+    """Application builder named by ``import_path: mlray.serving.app:build``.
+
+    ``args`` needs ``model_uri``; ``model_name`` and ``model_version`` are reported as given;
+    any other keys are kept verbatim for ``/metadata``.
+    """
+    args = dict(args or {})
+    model_uri = args.pop("model_uri", None)
+    if not isinstance(model_uri, str) or not model_uri.strip():
+        raise ValueError(
+            f"got {model_uri!r} for args.model_uri; expected a model URI such as 'models:/name/3'"
+        )
+    model_name = args.pop("model_name", None)
+    model_version = args.pop("model_version", None)
+    return MlflowModel.bind(
+        model_uri=model_uri,
+        model_name=None if model_name is None else str(model_name),
+        model_version=None if model_version is None else str(model_version),
+        extra=args,
+    )
+
+
+__all__ = ["DEPLOYMENT_NAME", "MlflowModel", "build", "fastapi_app", "input_hints"]

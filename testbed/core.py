@@ -1,0 +1,379 @@
+"""The Testbed: one MLflow server plus one Ray cluster per Python version on one network.
+
+Usable from nox (`python -m testbed up`) and from pytest fixtures:
+
+    with Testbed.from_file() as tb:          # up() ... down()
+        config = tb.config_path              # mlray config.yml with the real addresses
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from testbed import engine, images, nodes
+from testbed.errors import TestbedError
+from testbed.spec import LABEL, TestbedSpec, load_spec
+from testbed.trust import Trust, resolve
+
+RAY_GCS_PORT = 6379
+DASHBOARD_PORT = 8265
+SERVE_PORT = 8000
+MLFLOW_PORT = 5000
+PIP_CACHE_PATH = "/root/.cache/pip"
+SPEC_LABEL = "io.mlray.testbed.spec"
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """Addresses of one running Ray cluster."""
+
+    name: str
+    python: str
+    head: str
+    workers: tuple[str, ...]
+    dashboard_url: str
+    serve_url: str
+
+
+class Testbed:
+    """Bring the described topology up and down; everything carries the testbed label."""
+
+    __test__ = False
+
+    def __init__(self, spec: TestbedSpec) -> None:
+        self.spec = spec
+        self.clusters: dict[str, ClusterInfo] = {}
+        self.mlflow_url: str | None = None
+        self._trust: Trust | None = None
+
+    @classmethod
+    def from_file(cls, path: Path | str | None = None) -> Testbed:
+        return cls(load_spec(Path(path) if path else None))
+
+    @property
+    def config_path(self) -> Path:
+        return self.spec.config_path
+
+    @property
+    def mlflow_internal_url(self) -> str:
+        """MLflow as seen from inside the Ray containers (container name on the network)."""
+        return f"http://{self.spec.mlflow_container}:{MLFLOW_PORT}"
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def prepare(self) -> Trust:
+        """Engine quirks + API service + trust settings; cheap to call repeatedly."""
+        engine.prepare(self.spec.state_dir)
+        if self._trust is None:
+            self._trust = resolve(self.spec.pip)
+        return self._trust
+
+    def build_images(self, pythons: list[str] | None = None) -> images.ImageSet:
+        return images.build_all(self.spec, self.prepare(), pythons)
+
+    def up(self, reuse: bool = False) -> Testbed:
+        """Start (or with reuse=True adopt a matching running) testbed, wait, write config."""
+        started = time.monotonic()
+        trust = self.prepare()
+        image_set = images.build_all(self.spec, trust)
+        fingerprint = self._fingerprint(image_set)
+        if not (reuse and self._running_matches(fingerprint)):
+            self.down(stop_service=False)
+            self._create_shared(fingerprint)
+            self._start_all(image_set, trust, fingerprint)
+        self._wait_all()
+        self.write_config()
+        _say(f"testbed up in {time.monotonic() - started:.0f} s; config: {self.config_path}")
+        return self
+
+    def down(self, stop_service: bool = True) -> None:
+        """Save logs, then remove every container, pod, network and volume with the label."""
+        client = engine.podman_client() if self._engine_ready() else None
+        if client is None:
+            return
+        with client:
+            for container in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
+                nodes.save_logs(container.name, self.spec.logs_dir)
+                container.remove(force=True, v=True)
+            for pod in client.pods.list(filters={"label": f"{LABEL}=1"}):
+                pod.remove(force=True)
+            for network in client.networks.list(filters={"label": f"{LABEL}=1"}):
+                network.remove(force=True)
+            for volume in client.volumes.list(filters={"label": f"{LABEL}=1"}):
+                volume.remove(force=True)
+        self.clusters.clear()
+        if stop_service:
+            engine.stop_service(self.spec.state_dir)
+
+    def stop_mlflow(self) -> None:
+        """Stop the MLflow container (for outage tests); its data volume stays."""
+        engine.docker_client().containers.get(self.spec.mlflow_container).stop(timeout=10)
+
+    def start_mlflow(self) -> None:
+        """Restart the MLflow container and wait until it answers again."""
+        container = engine.docker_client().containers.get(self.spec.mlflow_container)
+        container.start()
+        self._wait_mlflow()
+
+    def __enter__(self) -> Testbed:
+        return self.up()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.down()
+
+    # ---- creation --------------------------------------------------------------------------
+
+    def _fingerprint(self, image_set: images.ImageSet) -> str:
+        """Hash of spec + image ids: a running testbed is reusable only if it matches."""
+        ids = {
+            tag: engine.run_podman("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
+            for tag in [*image_set.ray.values(), image_set.mlflow]
+        }
+        raw = json.dumps({"spec": asdict(self.spec), "images": ids}, sort_keys=True, default=str)
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def _labels(self, fingerprint: str, **extra: str) -> dict[str, str]:
+        return {"io.mlray.testbed.name": self.spec.name, SPEC_LABEL: fingerprint, **extra}
+
+    def _create_shared(self, fingerprint: str) -> None:
+        client = engine.docker_client()
+        labels = {LABEL: "1", **self._labels(fingerprint)}
+        client.networks.create(self.spec.network, driver="bridge", labels=labels)
+        for volume in (self._pip_cache_volume, self._mlflow_volume):
+            client.volumes.create(volume, labels=labels)
+
+    @property
+    def _pip_cache_volume(self) -> str:
+        return f"{self.spec.name}-testbed-pip-cache"
+
+    @property
+    def _mlflow_volume(self) -> str:
+        return f"{self.spec.name}-testbed-mlflow"
+
+    def _start_all(self, image_set: images.ImageSet, trust: Trust, fingerprint: str) -> None:
+        """MLflow and all heads start together; workers once their head's GCS answers."""
+        nodes.start(self._mlflow_spec(image_set.mlflow, fingerprint))
+        for python in self.spec.python:
+            nodes.start(self._head_spec(python, image_set.ray[python], trust, fingerprint))
+        for python in self.spec.python:
+            head = self.spec.head_container(python)
+            self._wait_dashboard(head)
+            for index in range(1, self.spec.workers + 1):
+                nodes.start(
+                    self._worker_spec(python, index, image_set.ray[python], trust, fingerprint)
+                )
+
+    def _mlflow_spec(self, image: str, fingerprint: str) -> nodes.ContainerSpec:
+        name = self.spec.mlflow_container
+        # MLflow 3 rejects unknown Host headers; Ray containers call it by container name.
+        allowed = f"{name},{name}:*,localhost,localhost:*,127.0.0.1,127.0.0.1:*,10.*,172.*,192.*"
+        return nodes.ContainerSpec(
+            name=name,
+            image=image,
+            command=[],
+            labels=self._labels(fingerprint, **{"io.mlray.testbed.role": "mlflow"}),
+            network=self.spec.network,
+            env={"MLFLOW_SERVER_ALLOWED_HOSTS": allowed},
+            ports={MLFLOW_PORT: self.spec.ports.mlflow},
+            volumes={self._mlflow_volume: "/mlflow"},
+            memory=self.spec.mlflow_memory,
+        )
+
+    def _ray_env(self, trust: Trust) -> dict[str, str]:
+        """Index settings for runtime_env pip installs; the CA is baked into the image."""
+        return {
+            **trust.pip_env,
+            "MLFLOW_TRACKING_URI": self.mlflow_internal_url,
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+
+    def _ray_args(self) -> list[str]:
+        node = self.spec.node
+        return [
+            f"--num-cpus={node.num_cpus}",
+            f"--object-store-memory={node.object_store_memory}",
+            "--disable-usage-stats",
+            "--block",
+        ]
+
+    def _node_spec(
+        self, name: str, python: str, role: str, image: str, trust: Trust, fingerprint: str
+    ) -> nodes.ContainerSpec:
+        node = self.spec.node
+        cluster = self.spec.cluster_name(python)
+        return nodes.ContainerSpec(
+            name=name,
+            image=image,
+            command=[],
+            labels=self._labels(
+                fingerprint, **{"io.mlray.testbed.role": role, "io.mlray.testbed.cluster": cluster}
+            ),
+            network=self.spec.network,
+            env=self._ray_env(trust),
+            volumes={self._pip_cache_volume: PIP_CACHE_PATH},
+            cpus=node.cpus,
+            memory=node.memory,
+            shm_size=node.shm_size,
+        )
+
+    def _head_spec(
+        self, python: str, image: str, trust: Trust, fingerprint: str
+    ) -> nodes.ContainerSpec:
+        spec = self._node_spec(
+            self.spec.head_container(python), python, "head", image, trust, fingerprint
+        )
+        spec.command = [
+            "ray", "start", "--head", f"--port={RAY_GCS_PORT}",
+            "--dashboard-host=0.0.0.0", f"--dashboard-port={DASHBOARD_PORT}",
+            *self._ray_args(),
+        ]  # fmt: skip
+        spec.ports = {DASHBOARD_PORT: self.spec.ports.dashboard, SERVE_PORT: self.spec.ports.serve}
+        return spec
+
+    def _worker_spec(
+        self, python: str, index: int, image: str, trust: Trust, fingerprint: str
+    ) -> nodes.ContainerSpec:
+        name = self.spec.worker_container(python, index)
+        spec = self._node_spec(name, python, "worker", image, trust, fingerprint)
+        head = self.spec.head_container(python)
+        spec.command = ["ray", "start", f"--address={head}:{RAY_GCS_PORT}", *self._ray_args()]
+        return spec
+
+    # ---- readiness -------------------------------------------------------------------------
+
+    def _running_matches(self, fingerprint: str) -> bool:
+        expected = {self.spec.mlflow_container}
+        for python in self.spec.python:
+            expected.add(self.spec.head_container(python))
+            expected.update(
+                self.spec.worker_container(python, i) for i in range(1, self.spec.workers + 1)
+            )
+        found = {
+            c.name: c
+            for c in engine.docker_client().containers.list(filters={"label": f"{LABEL}=1"})
+        }
+        return set(found) == expected and all(
+            c.labels.get(SPEC_LABEL) == fingerprint and c.status == "running"
+            for c in found.values()
+        )
+
+    def _dashboard_url(self, head: str) -> str:
+        port = _published(head, DASHBOARD_PORT)
+        return f"http://127.0.0.1:{port}"
+
+    def _wait_dashboard(self, head: str) -> str:
+        url = self._dashboard_url(head)
+        nodes.wait_until(
+            head, nodes.http_ok(f"{url}/api/version"), "Ray dashboard answer",
+            self.spec.ready_timeout, self.spec.logs_dir,
+        )  # fmt: skip
+        return url
+
+    def _wait_mlflow(self) -> None:
+        name = self.spec.mlflow_container
+        self.mlflow_url = f"http://127.0.0.1:{_published(name, MLFLOW_PORT)}"
+        nodes.wait_until(
+            name, nodes.http_ok(f"{self.mlflow_url}/health"), "MLflow /health answer",
+            self.spec.ready_timeout, self.spec.logs_dir,
+        )  # fmt: skip
+
+    def _wait_all(self) -> None:
+        self._wait_mlflow()
+        for python in self.spec.python:
+            self.clusters[self.spec.cluster_name(python)] = self._wait_cluster(python)
+
+    def _wait_cluster(self, python: str) -> ClusterInfo:
+        head = self.spec.head_container(python)
+        workers = tuple(
+            self.spec.worker_container(python, i) for i in range(1, self.spec.workers + 1)
+        )
+        url = self._wait_dashboard(head)
+        want = 1 + len(workers)
+        deadline = time.monotonic() + self.spec.ready_timeout
+        for name in (head, *workers):
+            remaining = max(deadline - time.monotonic(), 1.0)
+            nodes.wait_until(
+                name, lambda: nodes.alive_ray_nodes(url) >= want, f"{want} alive Ray nodes",
+                remaining, self.spec.logs_dir,
+            )  # fmt: skip
+        serve_url = f"http://127.0.0.1:{_published(head, SERVE_PORT)}"
+        return ClusterInfo(
+            name=self.spec.cluster_name(python),
+            python=python,
+            head=head,
+            workers=workers,
+            dashboard_url=url,
+            serve_url=serve_url,
+        )
+
+    # ---- outputs ---------------------------------------------------------------------------
+
+    def config(self) -> dict[str, object]:
+        """The mlray config.yml content for the running testbed."""
+        if not self.clusters or not self.mlflow_url:
+            raise TestbedError("got no running testbed for config(); expected up() first")
+        return {
+            "mlflow": {"tracking_uri": self.mlflow_url},
+            "selection": {"name_suffix": ".staging", "alias": "staging"},
+            "clusters": {
+                name: {
+                    "dashboard_url": info.dashboard_url,
+                    "serve_url": info.serve_url,
+                    "python": info.python,
+                    "platform": f"linux_{platform.machine()}",
+                    "auth_token_env": None,
+                    "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
+                    "mlflow_tracking_uri": self.mlflow_internal_url,
+                }
+                for name, info in self.clusters.items()
+            },
+        }
+
+    def write_config(self) -> Path:
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
+        return self.config_path
+
+    def endpoints(self) -> str:
+        """Human-readable summary for `nox -s up`."""
+        lines = [f"MLflow UI:        {self.mlflow_url}"]
+        for name, info in self.clusters.items():
+            lines.append(f"{name} (Python {info.python}) dashboard: {info.dashboard_url}")
+            lines.append(f"{name} (Python {info.python}) serve:     {info.serve_url}")
+        lines.append(f"mlray config:     {self.config_path}")
+        return "\n".join(lines)
+
+    def _engine_ready(self) -> bool:
+        try:
+            engine.prepare(self.spec.state_dir)
+        except TestbedError as exc:
+            _say(f"engine not available, nothing to remove: {exc}")
+            return False
+        return True
+
+
+def _published(name: str, port: int) -> int:
+    container = engine.docker_client().containers.get(name)
+    bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
+    for binding in bindings:
+        if binding.get("HostPort"):
+            return int(binding["HostPort"])
+    raise TestbedError(f"got no published host port for {name}:{port}; expected one")
+
+
+def _say(message: str) -> None:
+    print(f"[testbed] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,305 @@
+"""Podman engine setup: host quirks, the Docker-compatible API service, and API clients.
+
+Why this exists: CI hosts (cgroup v1 hybrid, no CAP_SYS_RESOURCE, no systemd) need a few
+containers.conf settings before any container runs, while laptops with working defaults must
+keep them. We detect each need separately and write one drop-in file only when something is
+needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from testbed.errors import TestbedError
+
+if TYPE_CHECKING:
+    import podman
+
+    import docker
+
+ROOTFUL_SOCKET = Path("/run/podman/podman.sock")
+DROP_IN = Path("/etc/containers/containers.conf.d/50-mlray-testbed.conf")
+# Podman's rootful defaults ask for these; a host whose hard limits are lower and that cannot
+# raise them fails every container with "setrlimit ... operation not permitted".
+PODMAN_ROOTFUL_NOFILE = 1_048_576
+PODMAN_ROOTFUL_NPROC = 4_194_304
+CAP_SYS_RESOURCE = 24
+ULIMIT_CAP = 65_536
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What `podman info` reports about the settings we may need to change."""
+
+    runtime: str
+    cgroup_manager: str
+    events_logger: str
+    rootless: bool
+
+
+def podman_binary() -> str:
+    """Path of podman, or an error naming the bootstrap script."""
+    found = shutil.which("podman")
+    if not found:
+        raise TestbedError(
+            "got no `podman` on PATH for the testbed engine; expected Podman installed "
+            "(run `sudo testbed/setup-host.sh` on Debian/Ubuntu)"
+        )
+    return found
+
+
+def run_podman(
+    *args: str, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run the podman CLI (used where the API lacks a feature, e.g. import, build progress)."""
+    proc = subprocess.run(
+        [podman_binary(), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise TestbedError(
+            f"got exit {proc.returncode} from `podman {' '.join(args)}`; expected success:\n"
+            f"{proc.stderr.strip()[-2000:]}"
+        )
+    return proc
+
+
+def engine_info() -> EngineInfo:
+    raw = json.loads(run_podman("info", "--format", "json").stdout)
+    host = raw["host"]
+    return EngineInfo(
+        runtime=host["ociRuntime"]["name"],
+        cgroup_manager=host["cgroupManager"],
+        events_logger=host["eventLogger"],
+        rootless=bool(host["security"]["rootless"]),
+    )
+
+
+def needed_settings(info: EngineInfo) -> dict[str, str]:
+    """containers.conf settings this host needs, as `key = value` TOML lines by section key."""
+    needs: dict[str, str] = {}
+    if not info.rootless and "containers.default_ulimits" not in configured_keys():
+        ulimits = _needed_ulimits()
+        if ulimits:
+            needs["containers.default_ulimits"] = json.dumps(ulimits)
+    if _cgroup_hybrid_or_v1() and info.runtime == "crun" and shutil.which("runc"):
+        needs["engine.runtime"] = '"runc"'
+    if not Path("/run/systemd/system").exists() and info.cgroup_manager == "systemd":
+        needs["engine.cgroup_manager"] = '"cgroupfs"'
+    if not Path("/run/systemd/journal/socket").exists() and info.events_logger == "journald":
+        needs["engine.events_logger"] = '"file"'
+    return needs
+
+
+def _needed_ulimits() -> list[str]:
+    """Explicit ulimits at the host's hard limits, when Podman's defaults cannot be granted."""
+    if _has_capability(CAP_SYS_RESOURCE):
+        return []
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    if _unlimited_or_at_least(nofile, PODMAN_ROOTFUL_NOFILE) and _unlimited_or_at_least(
+        nproc, PODMAN_ROOTFUL_NPROC
+    ):
+        return []
+    nofile = _cap(nofile)
+    nproc = min(_cap(nproc), 8192)
+    return [f"nofile={nofile}:{nofile}", f"nproc={nproc}:{nproc}"]
+
+
+def _unlimited_or_at_least(limit: int, wanted: int) -> bool:
+    return limit == resource.RLIM_INFINITY or limit >= wanted
+
+
+def _cap(limit: int) -> int:
+    return ULIMIT_CAP if limit == resource.RLIM_INFINITY else min(limit, ULIMIT_CAP)
+
+
+def _has_capability(bit: int) -> bool:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> bit & 1)
+    return False
+
+
+def _cgroup_hybrid_or_v1() -> bool:
+    """True unless /sys/fs/cgroup is a pure cgroup v2 mount (crun refuses hybrid mode)."""
+    try:
+        out = subprocess.run(
+            ["stat", "-fc", "%T", "/sys/fs/cgroup"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return out != "cgroup2fs"
+
+
+def config_files() -> list[Path]:
+    """containers.conf files Podman reads (system, drop-ins, user), existing ones only."""
+    etc = Path("/etc/containers")
+    user = Path.home() / ".config" / "containers"
+    files = [Path("/usr/share/containers/containers.conf"), etc / "containers.conf"]
+    files += sorted((etc / "containers.conf.d").glob("*.conf"))
+    files += [user / "containers.conf", *sorted((user / "containers.conf.d").glob("*.conf"))]
+    return [f for f in files if f.is_file()]
+
+
+def parse_settings(text: str) -> dict[str, str]:
+    """`section.key -> raw value` of the simple TOML we read (one key per line)."""
+    settings: dict[str, str] = {}
+    section = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line.strip("[]").strip()
+        elif "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            settings[f"{section}.{key.strip()}"] = value.strip()
+    return settings
+
+
+def configured_keys() -> set[str]:
+    """Settings explicitly present in any containers.conf (podman info hides some, e.g. ulimits)."""
+    keys: set[str] = set()
+    for path in config_files():
+        keys.update(parse_settings(path.read_text()))
+    return keys
+
+
+def render_drop_in(needs: dict[str, str]) -> str:
+    """TOML text of the drop-in, grouped by section."""
+    sections: dict[str, list[str]] = {}
+    for key, value in sorted(needs.items()):
+        section, name = key.split(".", 1)
+        sections.setdefault(section, []).append(f"{name} = {value}")
+    lines = ["# Written by the mlray testbed: settings this host needs (see docs/testbed.md)."]
+    for section, entries in sections.items():
+        lines += ["", f"[{section}]", *entries]
+    return "\n".join(lines) + "\n"
+
+
+def apply_host_quirks() -> dict[str, str]:
+    """Write the containers.conf drop-in if this host needs one; returns what was applied."""
+    needs = needed_settings(engine_info())
+    if not needs:
+        return {}
+    if os.geteuid() != 0:
+        raise TestbedError(
+            f"got host settings {needs} needed for Podman; expected them in {DROP_IN} "
+            "(run as root once, or add them to ~/.config/containers/containers.conf)"
+        )
+    DROP_IN.parent.mkdir(parents=True, exist_ok=True)
+    kept = parse_settings(DROP_IN.read_text()) if DROP_IN.is_file() else {}
+    DROP_IN.write_text(render_drop_in({**kept, **needs}))
+    still = needed_settings(engine_info())
+    if still:
+        raise TestbedError(
+            f"got settings {still} still needed after writing {DROP_IN}; expected Podman to read "
+            "containers.conf.d drop-ins (Podman >= 4.0)"
+        )
+    return needs
+
+
+def socket_path() -> Path:
+    """Where the Docker-compatible API socket lives for this user."""
+    if os.geteuid() == 0:
+        return ROOTFUL_SOCKET
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return Path(runtime_dir) / "podman" / "podman.sock"
+
+
+def ensure_service(state_dir: Path) -> str:
+    """Return a DOCKER_HOST URL with a live API, starting `podman system service` if needed.
+
+    The service is started detached (own session) so it outlives this process; its pid is
+    recorded so `down` can stop exactly the process we started.
+    """
+    url = os.environ.get("DOCKER_HOST") or f"unix://{socket_path()}"
+    if _api_alive(url):
+        return url
+    if not url.startswith("unix://"):
+        raise TestbedError(f"got unreachable DOCKER_HOST={url}; expected a live Docker-API")
+    path = Path(url.removeprefix("unix://"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = (state_dir / "podman-service.log").open("ab")
+    proc = subprocess.Popen(
+        [podman_binary(), "system", "service", "--time=0", url],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    (state_dir / "podman-service.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if _api_alive(url):
+            return url
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise TestbedError(
+        f"got no answer from `podman system service` on {url}; expected it up within 20 s "
+        f"(see {state_dir / 'podman-service.log'})"
+    )
+
+
+def stop_service(state_dir: Path) -> None:
+    """Stop the API service only if this testbed started it (pid file)."""
+    pid_file = state_dir / "podman-service.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().strip() or 0)
+    pid_file.unlink()
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"system\0service" in cmdline:
+        os.kill(pid, 15)
+
+
+def _api_alive(url: str) -> bool:
+    """True if the socket answers the Docker API's /_ping (no curl needed)."""
+    if not url.startswith("unix://"):
+        return False
+    path = url.removeprefix("unix://")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(3)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+            return b" 200 " in sock.recv(64)
+    except OSError:
+        return False
+
+
+def prepare(state_dir: Path) -> str:
+    """Make the engine usable by testcontainers: quirks, service, env. Returns DOCKER_HOST."""
+    podman_binary()
+    apply_host_quirks()
+    url = ensure_service(state_dir)
+    os.environ["DOCKER_HOST"] = url
+    # The Ryuk reaper image cannot be pulled without a registry; we clean up by label instead.
+    os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
+    return url
+
+
+def docker_client() -> docker.DockerClient:
+    """docker-py client on the Podman socket (what testcontainers uses underneath)."""
+    import docker
+
+    return docker.DockerClient(base_url=os.environ["DOCKER_HOST"], timeout=120)
+
+
+def podman_client() -> podman.PodmanClient:
+    """podman-py client for libpod-only features (pods, label-filtered cleanup)."""
+    from podman import PodmanClient
+
+    return PodmanClient(base_url=os.environ["DOCKER_HOST"])

@@ -1,0 +1,158 @@
+"""The testbed description: one YAML file is the single source of the topology and sizes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed.errors import TestbedError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+DEFAULT_FILE = PACKAGE_DIR / "testbed.yml"
+BASE_MODES = ("auto", "registry", "offline")
+LABEL = "io.mlray.testbed"
+
+
+@dataclass(frozen=True)
+class NodeSize:
+    """Resources of one Ray node container."""
+
+    cpus: float = 1.0
+    num_cpus: int = 2
+    memory: str = "4g"
+    shm_size: str = "1g"
+    object_store_memory: int = 500_000_000
+
+
+@dataclass(frozen=True)
+class PipSettings:
+    """Index and trust settings as written in the description file (None = use the host's)."""
+
+    index_url: str | None = None
+    extra_index_url: str | None = None
+    trusted_host: str | None = None
+    ca_bundle: str | None = None
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Host ports on 127.0.0.1; 0 lets the engine choose (read back after start)."""
+
+    mlflow: int = 0
+    dashboard: int = 0
+    serve: int = 0
+
+
+@dataclass(frozen=True)
+class TestbedSpec:
+    """Everything `up` needs to know, parsed from the description file."""
+
+    __test__ = False
+
+    name: str = "mlray"
+    python: tuple[str, ...] = ("3.11", "3.13")
+    workers: int = 1
+    ray_version: str = "2.60.0"
+    mlflow_version: str = "3.17.2"
+    base: str = "auto"
+    node: NodeSize = field(default_factory=NodeSize)
+    mlflow_memory: str = "2g"
+    ports: Ports = field(default_factory=Ports)
+    ready_timeout: float = 180.0
+    pip: PipSettings = field(default_factory=PipSettings)
+    state_dir: Path = REPO_ROOT / ".testbed"
+
+    @property
+    def network(self) -> str:
+        return f"{self.name}-testbed"
+
+    @property
+    def mlflow_container(self) -> str:
+        return f"{self.name}-mlflow"
+
+    def cluster_name(self, python: str) -> str:
+        """Cluster key in config.yml and container prefix, e.g. py311."""
+        return "py" + python.replace(".", "")
+
+    def head_container(self, python: str) -> str:
+        return f"{self.name}-{self.cluster_name(python)}-head"
+
+    def worker_container(self, python: str, index: int) -> str:
+        return f"{self.name}-{self.cluster_name(python)}-worker-{index}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "config.yml"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+
+def default_file() -> Path:
+    """The description file in use: MLRAY_TESTBED_FILE, else the packaged default."""
+    return Path(os.environ.get("MLRAY_TESTBED_FILE") or DEFAULT_FILE)
+
+
+def python_versions(path: Path | None = None) -> list[str]:
+    """Python versions of the testbed (the noxfile parametrizes sessions with these)."""
+    return list(load_spec(path).python)
+
+
+def load_spec(path: Path | None = None) -> TestbedSpec:
+    """Parse and validate the description file; env vars override the base mode."""
+    path = path or default_file()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise TestbedError(
+            f"got unreadable file {path} for the testbed description; expected a YAML file"
+        ) from exc
+    if not isinstance(raw, dict):
+        raise TestbedError(f"got {type(raw).__name__} in {path}; expected a YAML mapping")
+    return _build_spec(raw, path)
+
+
+def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
+    python = tuple(str(v) for v in _as_list(raw.get("python", ["3.11", "3.13"])))
+    for version in python:
+        _check_python(version, path)
+    base = str(os.environ.get("MLRAY_TESTBED_BASE") or raw.get("base", "auto"))
+    if base not in BASE_MODES:
+        raise TestbedError(f"got base={base!r} in {path}; expected one of {', '.join(BASE_MODES)}")
+    workers = int(raw.get("workers", 1))
+    if workers < 0:
+        raise TestbedError(f"got workers={workers} in {path}; expected 0 or more")
+    ports = raw.get("ports") or {}
+    state_dir = os.environ.get("MLRAY_TESTBED_DIR")
+    return TestbedSpec(
+        name=str(raw.get("name", "mlray")),
+        python=python,
+        workers=workers,
+        ray_version=str(raw.get("ray_version", "2.60.0")),
+        mlflow_version=str(raw.get("mlflow_version", "3.17.2")),
+        base=base,
+        node=NodeSize(**(raw.get("node") or {})),
+        mlflow_memory=str((raw.get("mlflow") or {}).get("memory", "2g")),
+        ports=Ports(**{k: int(v) for k, v in ports.items()}),
+        ready_timeout=float(raw.get("ready_timeout", 180)),
+        pip=PipSettings(**(raw.get("pip") or {})),
+        state_dir=Path(state_dir) if state_dir else REPO_ROOT / ".testbed",
+    )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _check_python(version: str, path: Path) -> None:
+    parts = version.split(".")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise TestbedError(
+            f"got python version {version!r} in {path}; expected major.minor such as '3.11'"
+        )

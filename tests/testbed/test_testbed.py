@@ -1,0 +1,146 @@
+"""Self-test of the Podman testbed against real containers (marker `testbed`).
+
+Brings the default testbed up through the Python API, checks what the e2e suite will rely on
+(nodes, Python versions, MLflow reachability, pip trust inside Ray containers, a failing start
+reports logs), then tears down and checks nothing labelled remains. Tears down any running
+testbed first: it recreates the default one from scratch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+import yaml
+
+from testbed import Testbed, TestbedError, engine, images, nodes
+from testbed.spec import LABEL
+
+pytestmark = pytest.mark.testbed
+
+JOB_TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[Testbed]:
+    tb = Testbed.from_file()
+    tb.up(reuse=False)
+    yield tb
+    tb.down()
+
+
+def _exec(container: str, *cmd: str) -> tuple[int, str]:
+    result = engine.docker_client().containers.get(container).exec_run(list(cmd))
+    return result.exit_code, result.output.decode(errors="replace")
+
+
+def test_each_cluster_has_head_and_workers_alive(bed: Testbed) -> None:
+    assert set(bed.clusters) == {bed.spec.cluster_name(py) for py in bed.spec.python}
+    for info in bed.clusters.values():
+        assert nodes.alive_ray_nodes(info.dashboard_url) == 1 + bed.spec.workers
+
+
+def test_every_node_runs_the_cluster_python(bed: Testbed) -> None:
+    for info in bed.clusters.values():
+        for container in (info.head, *info.workers):
+            code, out = _exec(
+                container, "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"
+            )
+            assert (code, out.strip()) == (0, info.python), container
+
+
+def test_ray_job_reports_python_through_the_jobs_api(bed: Testbed) -> None:
+    """The dashboard's Jobs REST API runs code on the cluster: the path mlray relies on."""
+    for info in bed.clusters.values():
+        entry = "python -c \"import sys; print('PY=%d.%d' % sys.version_info[:2])\""
+        reply = requests.post(f"{info.dashboard_url}/api/jobs/", json={"entrypoint": entry})
+        reply.raise_for_status()
+        job_id = reply.json()["submission_id"]
+        status = _wait_job(info.dashboard_url, job_id)
+        logs = requests.get(f"{info.dashboard_url}/api/jobs/{job_id}/logs", timeout=10).json()
+        assert status == "SUCCEEDED", logs
+        assert f"PY={info.python}" in logs["logs"]
+
+
+def _wait_job(dashboard_url: str, job_id: str) -> str:
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while time.monotonic() < deadline:
+        status = requests.get(f"{dashboard_url}/api/jobs/{job_id}", timeout=10).json()["status"]
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return str(status)
+        time.sleep(1)
+    return "TIMEOUT"
+
+
+def test_mlflow_answers_from_host_and_from_ray_containers(bed: Testbed) -> None:
+    assert requests.get(f"{bed.mlflow_url}/health", timeout=10).status_code == 200
+    # An API call (not just /health) by container name: proves the allowed-hosts setting.
+    probe = (
+        "import os, urllib.request; "
+        "url = os.environ['MLFLOW_TRACKING_URI'] + '/api/2.0/mlflow/experiments/search'; "
+        "req = urllib.request.Request(url + '?max_results=1'); "
+        "print(urllib.request.urlopen(req, timeout=10).status)"
+    )
+    for info in bed.clusters.values():
+        code, out = _exec(info.workers[0] if info.workers else info.head, "python3", "-c", probe)
+        assert (code, out.strip()) == (0, "200"), out
+
+
+def test_pip_download_works_inside_a_ray_container(bed: Testbed) -> None:
+    """Runtime-env pip installs run in the containers: the trust settings must reach them."""
+    for info in bed.clusters.values():
+        code, out = _exec(
+            info.head, "python3", "-m", "pip", "download", "--no-deps", "--dest", "/tmp/dl",
+            "six==1.17.0",
+        )  # fmt: skip
+        assert code == 0, out
+
+
+def test_config_yml_describes_the_running_testbed(bed: Testbed) -> None:
+    config = yaml.safe_load(bed.config_path.read_text())
+    assert config["mlflow"]["tracking_uri"] == bed.mlflow_url
+    for name, info in bed.clusters.items():
+        entry = config["clusters"][name]
+        assert entry["python"] == info.python
+        assert entry["dashboard_url"] == info.dashboard_url
+        assert entry["mlflow_tracking_uri"] == bed.mlflow_internal_url
+        assert entry["http_options"] == {"host": "0.0.0.0", "port": 8000}
+        assert entry["platform"].startswith("linux_")
+        assert requests.get(f"{info.dashboard_url}/api/version", timeout=10).status_code == 200
+
+
+def test_broken_start_fails_fast_with_the_containers_log_lines(bed: Testbed) -> None:
+    python = bed.spec.python[0]
+    name = f"{bed.spec.name}-testbed-broken"
+    spec = nodes.ContainerSpec(
+        name=name,
+        image=images.ray_tag(python),
+        command=["ray", "start", "--head", "--block", "--no-such-flag"],
+        labels={"io.mlray.testbed.role": "broken"},
+        network=bed.spec.network,
+    )
+    nodes.start(spec)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TestbedError) as failure:
+            nodes.wait_until(name, lambda: False, "Ray dashboard answer", timeout=60)
+        assert time.monotonic() - started < 60
+        assert "no-such-flag" in str(failure.value)
+        assert f"{name}|" in str(failure.value)
+    finally:
+        engine.docker_client().containers.get(name).remove(force=True)
+
+
+def test_down_leaves_nothing_labelled(bed: Testbed) -> None:
+    bed.down(stop_service=False)
+    with engine.podman_client() as client:
+        label = {"label": f"{LABEL}=1"}
+        leftovers = [
+            *client.containers.list(all=True, filters=label),
+            *client.pods.list(filters=label),
+            *client.networks.list(filters=label),
+            *client.volumes.list(filters=label),
+        ]
+    assert leftovers == []
