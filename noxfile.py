@@ -22,6 +22,8 @@ nox.options.sessions = ["lint", "tests"]
 
 def _testbed_pythons() -> list[str]:
     """The `python:` list of the description file, parsed without importing yaml (fast)."""
+    if os.environ.get("MLRAY_TESTBED_PYTHON"):
+        return [v.strip() for v in os.environ["MLRAY_TESTBED_PYTHON"].split(",") if v.strip()]
     match = re.search(r"^python:\s*\[([^\]]*)\]", TESTBED_FILE.read_text(), re.MULTILINE)
     if not match:
         return ["3.11", "3.13"]
@@ -64,9 +66,24 @@ def down(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def train(session: nox.Session) -> None:
+    """Train + register examples/models.yml in each cluster's image on the running testbed.
+
+    Idempotent: models whose inputs are unchanged are only re-tagged (seconds, no container).
+    Options after `--`: --model NAME, --force-new-version, --jobs N, --list.
+    """
+    _install(session, "testbed")
+    session.run("python", "-m", "testbed.training", *session.posargs)
+
+
+@nox.session(default=False)
 def demo(session: nox.Session) -> None:
-    """Bring the testbed up and print its endpoints; it stays running."""
-    _testbed(session, "up")
+    """The main job: testbed up, train + register examples, deploy, sample requests.
+
+    Idempotent and left running; `nox -s down` removes it.
+    """
+    _install(session, "testbed")
+    session.run("python", "-m", "testbed.demo")
 
 
 @nox.session
@@ -83,20 +100,27 @@ def testbed(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def e2e(session: nox.Session) -> None:
-    """End-to-end suite against the full testbed (pytest -m e2e)."""
-    _pytest(session, "-m", "e2e", "tests/e2e", extras=("test", "testbed"))
+    """End-to-end suite on the full testbed: up, train, deploy, every check, down.
+
+    MLRAY_E2E_REUSE=1 adopts a running testbed (and keeps it); MLRAY_E2E_KEEP=1 keeps a new
+    one; MLRAY_TESTBED_PYTHON=3.11 narrows the matrix. Extra args go to pytest.
+    """
+    _pytest(session, "-m", "e2e", "-n", "auto", "--dist", "loadgroup", "tests/e2e",
+            extras=("test", "testbed"))  # fmt: skip
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check + format check."""
-    session.install("ruff>=0.6")
+    """ruff check + format check, and the GitHub workflow against its schema."""
+    session.install("ruff>=0.6", "check-jsonschema>=0.29")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows",
+                *map(str, sorted(ROOT.glob(".github/workflows/*.yml"))))  # fmt: skip
 
 
 @nox.session(python=False, default=False)
 def ci(session: nox.Session) -> None:
-    """What CI runs (the README's test command): tests, then the testbed self-test."""
-    for name in ("tests", "testbed"):
+    """What CI runs (the README's test command): lint, tests, testbed self-test, e2e."""
+    for name in ("lint", "tests", "testbed", "e2e"):
         session.notify(name)

@@ -23,7 +23,8 @@ ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     PIP_ROOT_USER_ACTION=ignore \
     PYTHONUNBUFFERED=1 \
     MLFLOW_PORT=5000 \
-    MLFLOW_WORKERS=2 \
+    MLFLOW_WORKERS=1 \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
     MLFLOW_SERVER_ALLOWED_HOSTS="localhost,localhost:*,127.0.0.1,127.0.0.1:*,10.*,172.*,192.168.*"
 
 COPY prepare-base.sh pip-install.sh ${EXTRA_CA_BUNDLE} /tmp/mlray-build/
@@ -34,6 +35,8 @@ RUN sh /tmp/mlray-build/prepare-base.sh "${PYTHON_VERSION}" "/tmp/mlray-build/$(
 
 VOLUME /mlflow
 EXPOSE 5000
+# MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: the testbed needs no async jobs, and their huey
+# consumers (a dozen processes) starve small hosts.
 # MLFLOW_SERVER_ALLOWED_HOSTS: MLflow 3 rejects Host headers it does not know (DNS-rebinding
 # guard); the testbed adds the container's network name at run time.
 ENTRYPOINT ["tini", "--"]

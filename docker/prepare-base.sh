@@ -49,7 +49,7 @@ rm -f /usr/lib/python3*/EXTERNALLY-MANAGED
 # Debian's pip only bootstraps a pip of our own in /usr/local: Debian-owned Python packages
 # (e.g. python3-packaging on trixie) have no RECORD file, so pip could not upgrade them later.
 if dpkg-query -W -f='${Status}' python3-pip 2>/dev/null | grep -q "ok installed"; then
-    sh "$(dirname "$0")/pip-install.sh" --ignore-installed pip
+    sh "$(dirname "$0")/pip-install.sh" --pip --ignore-installed pip
     debian_python_libs="$(dpkg-query -W -f='${Package} ${Status}\n' 'python3-*' \
         | awk '/ok installed/ {print $1}' \
         | grep -vE '^python3(\.[0-9]+)?(-minimal|-venv)?$' || true)"

@@ -42,6 +42,9 @@ RUN mlray-pip-install \
         virtualenv \
     && python3 -c "import ray, mlflow, virtualenv; print('ray', ray.__version__, 'mlflow', mlflow.__version__)"
 
+# Ray job entrypoints conventionally say `python`; Debian only ships `python3`.
+RUN command -v python >/dev/null || ln -s "$(command -v python3)" /usr/local/bin/python
+
 WORKDIR /tmp
 # tini forwards SIGTERM to `ray start --block`, so `podman stop` is fast and clean.
 ENTRYPOINT ["tini", "--"]

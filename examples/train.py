@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import platform
 import sys
@@ -41,7 +42,8 @@ FLAVORS = ("xgboost", "catboost")
 FINGERPRINT_TAG = "examples.fingerprint"
 RESULT_PREFIX = "MLRAY_EXAMPLE_RESULT "
 TAG_PREFIX = "ray."
-SEED = 42
+SEED = 42  # model seed
+SPLIT_SEED = 0  # train/test split: 105 rows to fit, 45 held out
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 THIS_FILE = Path(__file__).resolve()
 
@@ -169,7 +171,7 @@ def fingerprint(
 # ---- training ------------------------------------------------------------------------------
 
 
-def iris_split(test_size: float = 0.3, seed: int = SEED) -> Split:
+def iris_split(test_size: float = 0.3, seed: int = SPLIT_SEED) -> Split:
     """sklearn's bundled iris data (no download), with snake_case column names."""
     from sklearn.datasets import load_iris
     from sklearn.model_selection import train_test_split
@@ -245,23 +247,24 @@ def log_model(
     experiment: str = EXPERIMENT,
     run_name: str | None = None,
     run_tags: Mapping[str, str] | None = None,
-) -> Any:
+) -> tuple[Any, str]:
     """Log params, metrics and the model (signature, input example, exact pins) in one run."""
     import mlflow
     from mlflow.models import infer_signature
 
-    flavor_module = getattr(__import__(f"mlflow.{trained.flavor}"), trained.flavor)
-    library = __import__(trained.flavor)
+    flavor_module = importlib.import_module(f"mlflow.{trained.flavor}")
+    library = importlib.import_module(trained.flavor)
     mlflow.set_experiment(experiment)
     signature = infer_signature(split.x_train, trained.model.predict(split.x_train))
+    params = {
+        **trained.params,
+        "flavor": trained.flavor,
+        f"{trained.flavor}_version": library.__version__,
+        "python_version": platform.python_version(),
+    }
     with mlflow.start_run(run_name=run_name, tags=dict(run_tags or {})) as run:
-        mlflow.log_params(
-            {**trained.params, "flavor": trained.flavor, f"{trained.flavor}_version":
-             library.__version__, "python_version": platform.python_version()}
-        )  # fmt: skip
-        mlflow.log_metrics(
-            {"accuracy": trained.accuracy, "train_accuracy": trained.train_accuracy}
-        )
+        mlflow.log_params(params)
+        mlflow.log_metrics({"accuracy": trained.accuracy, "train_accuracy": trained.train_accuracy})
         info = flavor_module.log_model(
             trained.model,
             name="model",
@@ -392,7 +395,9 @@ def parse_tag_args(pairs: Sequence[str], as_json: str | None) -> dict[str, str]:
         try:
             loaded = json.loads(as_json)
         except json.JSONDecodeError as exc:
-            raise ExampleError(f"got invalid JSON for --tags-json ({exc}); expected an object")
+            raise ExampleError(
+                f"got invalid JSON for --tags-json ({exc}); expected an object"
+            ) from None
         if not isinstance(loaded, dict):
             raise ExampleError(f"got {type(loaded).__name__} for --tags-json; expected an object")
         tags.update({str(k): str(v) for k, v in loaded.items()})

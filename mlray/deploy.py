@@ -183,7 +183,13 @@ def deploy(
         say(to_yaml(plan.config).rstrip())
         return report
     if not plan.changes:
-        say("\nNothing to change.")
+        apps = details.get("applications") or {}
+        busy = [
+            n for n in (c["name"] for _, c in desired) if apps.get(n, {}).get("status") != "RUNNING"
+        ]
+        say("\nNothing to change." + (f" Waiting for {', '.join(busy)}." if busy else ""))
+        if busy:
+            wait_until_running(dash, plan, opts.timeout_s, say)
         return report
     if not dash.package_exists(package.uri):
         say(f"Uploading serving code as {package.uri} ({len(package.data)} bytes)")

@@ -24,6 +24,8 @@ SOURCE_PLUGIN = "plugin"
 # Keys of the cluster-wide part of ServeDeploySchema carried over from the running cluster.
 CLUSTER_KEYS = ("proxy_location", "http_options", "grpc_options", "target_capacity")
 
+PIP_INSTALL_OPTIONS = ("--disable-pip-version-check",)
+
 Action = Literal["add", "update", "remove", "unchanged", "keep"]
 
 
@@ -136,7 +138,13 @@ def app_config(
         "route_prefix": f"/{options.name}",
         "import_path": IMPORT_PATH,
         "runtime_env": {
-            "pip": {"packages": list(model.pip), "pip_check": False},
+            # Ray's default adds --no-cache-dir; without it the node's pip cache serves
+            # the same wheels to every app and every redeploy.
+            "pip": {
+                "packages": list(model.pip),
+                "pip_check": False,
+                "pip_install_options": list(PIP_INSTALL_OPTIONS),
+            },
             "py_modules": [serving_uri],
             "env_vars": {"MLFLOW_TRACKING_URI": tracking_uri, **dict(options.env_vars)},
         },

@@ -13,9 +13,11 @@ import json
 import platform
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import yaml
 
@@ -30,6 +32,8 @@ SERVE_PORT = 8000
 MLFLOW_PORT = 5000
 PIP_CACHE_PATH = "/root/.cache/pip"
 SPEC_LABEL = "io.mlray.testbed.spec"
+STOP_TIMEOUT = 10
+NODE_RESTARTS = 1  # see nodes.wait_until: Ray's 30 s registration limit on busy hosts
 
 
 @dataclass(frozen=True)
@@ -96,23 +100,35 @@ class Testbed:
         return self
 
     def down(self, stop_service: bool = True) -> None:
-        """Save logs, then remove every container, pod, network and volume with the label."""
-        client = engine.podman_client() if self._engine_ready() else None
-        if client is None:
+        """Save logs, then remove every container, pod, network and volume with the label.
+
+        Containers stop in parallel (each `ray start --block` takes a few seconds to shut
+        down cleanly). Networks are removed without force, so containers of others that
+        joined our network are never removed with it; the error names them instead.
+        """
+        if not self._engine_ready():
             return
-        with client:
-            for container in client.containers.list(all=True, filters={"label": f"{LABEL}=1"}):
-                nodes.save_logs(container.name, self.spec.logs_dir)
-                container.remove(force=True, v=True)
-            for pod in client.pods.list(filters={"label": f"{LABEL}=1"}):
+        label = {"label": f"{LABEL}=1"}
+        with engine.podman_client() as client:
+            containers = client.containers.list(all=True, filters=label)
+            with ThreadPoolExecutor(max_workers=max(len(containers), 1)) as pool:
+                list(pool.map(self._remove_container, containers))
+            for pod in client.pods.list(filters=label):
                 pod.remove(force=True)
-            for network in client.networks.list(filters={"label": f"{LABEL}=1"}):
-                network.remove(force=True)
-            for volume in client.volumes.list(filters={"label": f"{LABEL}=1"}):
+            for network in client.networks.list(filters=label):
+                _remove_network(network)
+            for volume in client.volumes.list(filters=label):
                 volume.remove(force=True)
         self.clusters.clear()
         if stop_service:
             engine.stop_service(self.spec.state_dir)
+
+    def _remove_container(self, container: Any) -> None:
+        nodes.save_logs(container.name, self.spec.logs_dir)
+        container.reload()  # list() results carry a summary, not the full state
+        if container.status == "running":
+            container.stop(timeout=STOP_TIMEOUT)
+        container.remove(force=True, v=True)
 
     def stop_mlflow(self) -> None:
         """Stop the MLflow container (for outage tests); its data volume stays."""
@@ -150,6 +166,7 @@ class Testbed:
         return {"io.mlray.testbed.name": self.spec.name, SPEC_LABEL: fingerprint, **extra}
 
     def _create_shared(self, fingerprint: str) -> None:
+        engine.forget_stale_dns(self.spec.network)
         client = engine.docker_client()
         labels = {LABEL: "1", **self._labels(fingerprint)}
         client.networks.create(self.spec.network, driver="bridge", labels=labels)
@@ -165,13 +182,14 @@ class Testbed:
         return f"{self.spec.name}-testbed-mlflow"
 
     def _start_all(self, image_set: images.ImageSet, trust: Trust, fingerprint: str) -> None:
-        """MLflow and all heads start together; workers once their head's GCS answers."""
+        """Heads one at a time (Ray gives a starting node only 30 s to register, which a busy
+        2-core host can miss), then all workers; MLflow starts alongside the first head."""
         nodes.start(self._mlflow_spec(image_set.mlflow, fingerprint))
         for python in self.spec.python:
             nodes.start(self._head_spec(python, image_set.ray[python], trust, fingerprint))
+            self._wait_dashboard(self.spec.head_container(python))
+        self._check_dns(self.spec.head_container(self.spec.python[0]))
         for python in self.spec.python:
-            head = self.spec.head_container(python)
-            self._wait_dashboard(head)
             for index in range(1, self.spec.workers + 1):
                 nodes.start(
                     self._worker_spec(python, index, image_set.ray[python], trust, fingerprint)
@@ -253,6 +271,22 @@ class Testbed:
         spec.command = ["ray", "start", f"--address={head}:{RAY_GCS_PORT}", *self._ray_args()]
         return spec
 
+    def _check_dns(self, container: str) -> None:
+        """Workers find their head by name: fail now, clearly, if names do not resolve."""
+        target = self.spec.mlflow_container
+        code = (
+            engine.docker_client()
+            .containers.get(container)
+            .exec_run(["python3", "-c", f"import socket; socket.gethostbyname({target!r})"])
+            .exit_code
+        )
+        if code != 0:
+            raise TestbedError(
+                f"got no DNS answer for {target} inside {container}; expected aardvark-dns to "
+                f"resolve container names on network {self.spec.network} (run down, then up; "
+                "see docs/testbed.md, troubleshooting)"
+            )
+
     # ---- readiness -------------------------------------------------------------------------
 
     def _running_matches(self, fingerprint: str) -> bool:
@@ -278,8 +312,8 @@ class Testbed:
     def _wait_dashboard(self, head: str) -> str:
         url = self._dashboard_url(head)
         nodes.wait_until(
-            head, nodes.http_ok(f"{url}/api/version"), "Ray dashboard answer",
-            self.spec.ready_timeout, self.spec.logs_dir,
+            head, lambda: nodes.alive_ray_nodes(url) >= 1, "Ray dashboard with the head alive",
+            self.spec.ready_timeout, self.spec.logs_dir, restarts=NODE_RESTARTS,
         )  # fmt: skip
         return url
 
@@ -308,7 +342,7 @@ class Testbed:
             remaining = max(deadline - time.monotonic(), 1.0)
             nodes.wait_until(
                 name, lambda: nodes.alive_ray_nodes(url) >= want, f"{want} alive Ray nodes",
-                remaining, self.spec.logs_dir,
+                remaining, self.spec.logs_dir, restarts=NODE_RESTARTS,
             )  # fmt: skip
         serve_url = f"http://127.0.0.1:{_published(head, SERVE_PORT)}"
         return ClusterInfo(
@@ -364,6 +398,18 @@ class Testbed:
             _say(f"engine not available, nothing to remove: {exc}")
             return False
         return True
+
+
+def _remove_network(network: Any) -> None:
+    attached = [c for c in (network.attrs.get("containers") or {})]
+    try:
+        network.remove()
+    except Exception as exc:  # podman-py raises APIError subclasses
+        raise TestbedError(
+            f"got network {network.name} still in use by containers {attached}; expected only "
+            "testbed containers on it (remove the others, then run down again)"
+        ) from exc
+    engine.forget_stale_dns(network.name)
 
 
 def _published(name: str, port: int) -> int:

@@ -206,6 +206,23 @@ def apply_host_quirks() -> dict[str, str]:
     return needs
 
 
+def forget_stale_dns(network: str) -> None:
+    """Delete aardvark-dns's config of a network that no longer exists.
+
+    Podman 4.3 can leave it behind (e.g. when another container on the network outlived it);
+    a network re-created under the same name then gets a new gateway while aardvark-dns keeps
+    listening on the old one, and container names stop resolving.
+    """
+    if run_podman("network", "exists", network, check=False).returncode == 0:
+        return
+    if os.geteuid() == 0:
+        base = Path("/run/containers/networks/aardvark-dns")
+    else:
+        runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+        base = Path(runtime_dir) / "containers" / "networks" / "aardvark-dns"
+    (base / network).unlink(missing_ok=True)
+
+
 def socket_path() -> Path:
     """Where the Docker-compatible API socket lives for this user."""
     if os.geteuid() == 0:

@@ -60,8 +60,11 @@ def build_all(spec: TestbedSpec, trust: Trust, pythons: list[str] | None = None)
     with ThreadPoolExecutor(max_workers=len(pythons)) as pool:
         futures = {py: pool.submit(build_ray, spec, trust, py, mode) for py in pythons}
         ray = {py: future.result() for py, future in futures.items()}
-    mlflow = build_mlflow(spec, trust, ray[pythons[0]], pythons[0])
-    return ImageSet(ray=ray, mlflow=mlflow)
+    # MLflow is always built on the first Python's Ray image, so per-Python builds agree.
+    first = spec.python[0]
+    if first in ray:
+        build_mlflow(spec, trust, ray[first], first)
+    return ImageSet(ray=ray, mlflow=MLFLOW_TAG)
 
 
 def choose_base_mode(spec: TestbedSpec) -> str:
@@ -94,9 +97,10 @@ def base_image(spec: TestbedSpec, python: str, mode: str) -> str:
         return registry_base(python)
     suite = DEBIAN_SUITES.get(python)
     if suite is None:
+        offline = ", ".join(sorted(DEBIAN_SUITES, key=_version_key))
         raise TestbedError(
             f"got Python {python} for an offline (debootstrap) base image; expected one of "
-            f"{', '.join(sorted(DEBIAN_SUITES))} (what Debian ships), or registry mode with an "
+            f"{offline} (what Debian ships), or registry mode with an "
             "official python image: set `base: registry` in the testbed file or "
             "MLRAY_TESTBED_BASE=registry"
         )
@@ -206,6 +210,8 @@ def build_image(dockerfile: str, tag: str, args: dict[str, str], trust: Trust) -
             shutil.copy(DOCKER_DIR / name, Path(ctx) / name)
         (Path(ctx) / "extra-ca.pem").write_bytes(trust.ca_bytes())
         cmd = ["podman", "build", "-f", dockerfile, "-t", tag, "--label", f"{HASH_LABEL}={inputs}"]
+        if os.environ.get("MLRAY_TESTBED_NO_CACHE"):
+            cmd.append("--no-cache")  # a truly cold build, e.g. to measure one
         for key, value in args.items():
             cmd += ["--build-arg", f"{key}={value}"]
         _stream([*cmd, ctx], what=f"build {tag}", prefix=tag.rsplit("/", 1)[-1])
@@ -257,3 +263,7 @@ def _stream(cmd: list[str], what: str, prefix: str) -> None:
 
 def _say(message: str) -> None:
     print(f"[testbed] {message}", file=sys.stderr, flush=True)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))

@@ -5,6 +5,7 @@ Built on testcontainers' DockerContainer (docker-py on Podman's Docker-compatibl
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,14 +72,26 @@ def start(spec: ContainerSpec) -> DockerContainer:
 
 
 def wait_until(
-    name: str, check: Callable[[], bool], what: str, timeout: float, logs_dir: Path | None = None
+    name: str,
+    check: Callable[[], bool],
+    what: str,
+    timeout: float,
+    logs_dir: Path | None = None,
+    restarts: int = 0,
 ) -> None:
-    """Poll `check` until true; fail fast if the container exits, with its last log lines."""
+    """Poll `check` until true; fail fast if the container exits, with its last log lines.
+
+    `restarts` > 0 restarts an exited container that many times first: Ray gives a starting
+    node 30 s to register with the GCS, which a saturated host can miss once.
+    """
     deadline = time.monotonic() + timeout
     while True:
         status = container_status(name)
         if status not in ("running", "created"):
-            _fail(name, f"got container {name} {status} while waiting for {what}", logs_dir)
+            if restarts <= 0:
+                _fail(name, f"got container {name} {status} while waiting for {what}", logs_dir)
+            restarts -= 1
+            _restart(name, logs_dir)
         try:
             if check():
                 return
@@ -87,6 +100,16 @@ def wait_until(
         if time.monotonic() > deadline:
             _fail(name, f"got no {what} from {name} within {timeout:.0f} s", logs_dir)
         time.sleep(POLL_SECONDS)
+
+
+def _restart(name: str, logs_dir: Path | None) -> None:
+    from testbed.engine import docker_client
+
+    print(f"[testbed] {name} exited during startup; restarting it once", file=sys.stderr)
+    if logs_dir:
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        (logs_dir / f"{name}.failed-start.log").write_text(container_logs(name))
+    docker_client().containers.get(name).start()
 
 
 def _fail(name: str, message: str, logs_dir: Path | None) -> None:

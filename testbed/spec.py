@@ -22,7 +22,7 @@ LABEL = "io.mlray.testbed"
 class NodeSize:
     """Resources of one Ray node container."""
 
-    cpus: float = 1.0
+    cpus: float = 2.0
     num_cpus: int = 2
     memory: str = "4g"
     shm_size: str = "1g"
@@ -119,7 +119,10 @@ def load_spec(path: Path | None = None) -> TestbedSpec:
 
 
 def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
-    python = tuple(str(v) for v in _as_list(raw.get("python", ["3.11", "3.13"])))
+    # MLRAY_TESTBED_PYTHON=3.11[,3.13] narrows the matrix, e.g. one CI job per Python.
+    override = os.environ.get("MLRAY_TESTBED_PYTHON")
+    versions = override.split(",") if override else _as_list(raw.get("python", ["3.11", "3.13"]))
+    python = tuple(str(v).strip() for v in versions if str(v).strip())
     for version in python:
         _check_python(version, path)
     base = str(os.environ.get("MLRAY_TESTBED_BASE") or raw.get("base", "auto"))

@@ -6,6 +6,7 @@ Both services are started once per test session and stopped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -47,6 +48,30 @@ def wait_http(
         time.sleep(0.5)
     tail = log.read_text()[-3000:] if log and log.exists() else ""
     raise RuntimeError(f"{url} did not answer within {timeout}s; log tail:\n{tail}")
+
+
+def _stop_ray(temp_dir: Path) -> None:
+    """Stop the Ray processes of this head only.
+
+    Not `ray stop --force`: it kills every Ray process the user can see, and with rootful
+    Podman that includes the Ray clusters inside testbed containers.
+    """
+    import psutil
+
+    ours = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if str(temp_dir) in " ".join(p.info["cmdline"] or []):
+                ours += [p, *p.children(recursive=True)]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for p in ours:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(ours, timeout=15)
+    for p in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
 
 
 @dataclass(frozen=True)
@@ -99,8 +124,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, in
         os.environ[TOKEN_ENV] = RAY_TOKEN  # read by mlray through auth_token_env
         yield url, serve_port
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True,
-                       timeout=120)  # fmt: skip
+        _stop_ray(tmp)
 
 
 @pytest.fixture(scope="session")

@@ -201,3 +201,59 @@ def test_mlflow_deployments_plugin_lists_and_predicts(deployed: Services) -> Non
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "iris-a" in proc.stdout and "iris-b" in proc.stdout
+
+
+def test_batch_size_change_applies_live_without_restarting_replicas(deployed: Services) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(deployed.tracking_uri)
+    before = replica_ids(deployed)["iris-b"]
+    pid = requests.get(f"{deployed.serve_url}/iris-b/metadata", timeout=30).json()["replica"]["pid"]
+    client.set_registered_model_tag("iris-b.staging", "ray.user_config.max_batch_size", "6")
+    try:
+        proc = mlray(deployed, "deploy")
+        assert "batching changed (applied live, no restart)" in proc.stdout
+        meta = requests.get(f"{deployed.serve_url}/iris-b/metadata", timeout=30).json()
+        assert meta["batching"]["max_batch_size"] == 6
+        assert meta["replica"]["pid"] == pid
+        assert replica_ids(deployed)["iris-b"] == before
+    finally:
+        client.set_registered_model_tag("iris-b.staging", "ray.user_config.max_batch_size", "4")
+        mlray(deployed, "deploy")
+
+
+def test_mlflow_deployments_plugin_create_predict_delete(deployed: Services) -> None:
+    from mlflow.deployments import get_deploy_client
+
+    os.environ["MLRAY_CONFIG"] = str(deployed.config_path)
+    client = get_deploy_client("mlray:/local")
+    created = client.create_deployment(
+        "iris-plugin", "models:/iris-a.staging/1",
+        config={"num_cpus": "0.25", "memory": "0.5", "num_replicas": "1"},
+    )  # fmt: skip
+    try:
+        assert created == {"name": "iris-plugin", "flavor": "python_function"}
+        got = client.get_deployment("iris-plugin")
+        assert got["name"] == "iris-plugin" and got["status"] == "RUNNING"
+        x, _ = iris()
+        preds = client.predict("iris-plugin", x.head(5))
+        expected = predict_in_process(deployed.tracking_uri, "models:/iris-a.staging/1", x.head(5))
+        np.testing.assert_array_equal(np.asarray(preds["predictions"]), np.asarray(expected))
+        # `mlray deploy` reconciles registry apps only: the plugin's app survives it.
+        assert "keep" in mlray(deployed, "deploy").stdout
+        assert "iris-plugin" in deployed_configs(deployed)
+    finally:
+        client.delete_deployment("iris-plugin")
+    assert "iris-plugin" not in deployed_configs(deployed)
+
+
+def test_a_ten_megabyte_body_gets_413_and_the_replica_keeps_serving(deployed: Services) -> None:
+    url = f"{deployed.serve_url}/iris-a/invocations"
+    row = '{"sepal_length": 1.0, "sepal_width": 1.0, "petal_length": 1.0, "petal_width": 1.0},'
+    body = '{"dataframe_records": [' + row * (10_000_000 // len(row)) + row[:-1] + "]}"
+    resp = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=120)
+    assert resp.status_code == 413, resp.text[:500]
+    assert resp.json()["error_code"]
+    x, _ = iris()
+    ok = requests.post(url, json={"dataframe_records": x.head(1).to_dict("records")}, timeout=60)
+    assert ok.status_code == 200

@@ -26,9 +26,11 @@ JOB_TIMEOUT = 120
 @pytest.fixture(scope="module")
 def bed() -> Iterator[Testbed]:
     tb = Testbed.from_file()
-    tb.up(reuse=False)
-    yield tb
-    tb.down()
+    try:
+        tb.up(reuse=False)
+        yield tb
+    finally:
+        tb.down()
 
 
 def _exec(container: str, *cmd: str) -> tuple[int, str]:

@@ -93,7 +93,11 @@ def test_model_with_unreadable_artifacts_is_skipped():
 def test_app_config_is_ray_schema_with_env_label_and_isolated_pip():
     ((_m, cfg),) = desired(model(tags={**TAGS, "ray.user_config.max_batch_size": "8"}))
     assert cfg["import_path"] == IMPORT_PATH and cfg["route_prefix"] == "/iris"
-    assert cfg["runtime_env"]["pip"] == {"packages": ["xgboost==2.1.4"], "pip_check": False}
+    assert cfg["runtime_env"]["pip"] == {
+        "packages": ["xgboost==2.1.4"],
+        "pip_check": False,
+        "pip_install_options": ["--disable-pip-version-check"],
+    }
     assert cfg["runtime_env"]["py_modules"] == [PKG]
     assert cfg["runtime_env"]["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert cfg["args"]["model_uri"] == "models:/iris.staging/1"

@@ -1,0 +1,90 @@
+"""Every example model, on its cluster, answers like the model itself, in every input form."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from tests.e2e.conftest import Deployed, reference
+
+pytestmark = pytest.mark.e2e
+EXAMPLES = [
+    "iris_xgb17.staging",
+    "iris_xgb21.staging",
+    "iris_cat127.staging",
+    "iris_xgb3.staging",
+    "iris_cat128.staging",
+]
+FORMS = ["dataframe_split", "dataframe_records", "instances", "inputs", "csv"]
+
+
+def _request(form: str, x: pd.DataFrame) -> dict:
+    if form == "csv":
+        buf = io.StringIO()
+        x.to_csv(buf, index=False)
+        return {"data": buf.getvalue(), "headers": {"Content-Type": "text/csv"}}
+    if form == "dataframe_split":
+        body = {form: x.to_dict(orient="split")}
+        body[form].pop("index", None)
+    elif form == "dataframe_records":
+        body = {form: x.to_dict(orient="records")}
+    else:  # tensor forms: a list of rows, cast to the signature's columns by the server
+        body = {form: x.to_dict(orient="records") if form == "instances" else x.to_dict("list")}
+    return {"json": body}
+
+
+def _compare(got: list, want: list) -> None:
+    got_a, want_a = np.asarray(got), np.asarray(want)
+    assert got_a.shape == want_a.shape
+    if np.issubdtype(want_a.dtype, np.floating):
+        np.testing.assert_allclose(got_a, want_a, atol=1e-6, rtol=0)  # probabilities
+    else:
+        np.testing.assert_array_equal(got_a, want_a)  # labels: exact
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("model", EXAMPLES)
+def test_served_predictions_equal_the_models_own(deployed: Deployed, model: str, form: str):
+    ref = reference(deployed, model)
+    x = pd.DataFrame(ref["data"], columns=ref["columns"])
+    app = deployed.models[model]["app"]
+    resp = requests.post(f"{deployed.serve_url(app)}/invocations", timeout=120, **_request(form, x))
+    assert resp.status_code == 200, resp.text[:1000]
+    _compare(resp.json()["predictions"], ref["predictions"])
+
+
+def test_every_example_of_a_testbed_python_is_deployed(deployed: Deployed):
+    for name in EXAMPLES:
+        m = deployed.models[name]
+        assert requests.get(f"{deployed.serve_url(m['app'])}/health", timeout=30).status_code == 200
+
+
+def test_two_xgboost_majors_run_side_by_side_each_in_its_own_env(deployed: Deployed):
+    meta = {
+        app: requests.get(f"{deployed.serve_url(app)}/metadata", timeout=30).json()
+        for app in ("iris-xgb17", "iris-xgb21")
+    }
+    assert meta["iris-xgb17"]["flavor_libraries"]["xgboost"]["version"] == "1.7.6"
+    assert meta["iris-xgb21"]["flavor_libraries"]["xgboost"]["version"] == "2.1.4"
+    assert deployed.cluster_of("iris-xgb17") == deployed.cluster_of("iris-xgb21")
+
+
+@pytest.mark.parametrize("model", EXAMPLES)
+def test_each_replica_runs_the_python_the_model_was_trained_on(deployed: Deployed, model: str):
+    m = deployed.models[model]
+    meta = requests.get(f"{deployed.serve_url(m['app'])}/metadata", timeout=30).json()
+    assert meta["python_version"] == m["python"]  # exact, patch included
+    assert meta["python_version"].startswith(deployed.clusters[m["cluster"]]["python"] + ".")
+
+
+def test_model_trained_on_the_wrong_python_is_skipped_with_the_reason(deployed: Deployed):
+    out = deployed.deploy_output["py311"]
+    assert "skipped  iris_xgb21_wrongpy.staging v" in out
+    assert "trained on 3.13, cluster runs 3.11" in out
+    apps = requests.get(deployed.clusters["py311"]["dashboard_url"] + "/api/serve/applications/",
+                        timeout=30).json()["applications"]  # fmt: skip
+    assert "iris-xgb21-wrongpy" not in apps
