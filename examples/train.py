@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 EXPERIMENT = "mlray-examples"
+# What the registered model itself predicts on the held-out rows (the e2e suite's reference).
+REFERENCE_ARTIFACT = "reference/iris_test_predictions.json"
 DEFAULT_ALIAS = "staging"
 FLAVORS = ("xgboost", "catboost")
 # Version tag holding the fingerprint of what produced the version (not a ray.* tag: mlray
@@ -381,8 +383,27 @@ def run(
         f"trained on Python {python}."
     )
     version = register(info.model_uri, name, fp, text)
+    log_reference(mlflow_client, name, version, split, run_id)
     apply_settings(mlflow_client, name, version, tags, alias)
     return Outcome(name, version, True, fp, python, trained.accuracy, run_id)
+
+
+def log_reference(mlflow_client: Any, name: str, version: str, split: Split, run_id: str) -> None:
+    """Predict the held-out rows with the model loaded back from the registry, here, in its
+    own environment (the cluster's image and its pinned requirements): the only place where
+    every example's conflicting libraries can be loaded, so served predictions are checked
+    against this artifact."""
+    import mlflow
+    import numpy as np
+
+    predictions = mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(split.x_test)
+    payload = {
+        "model_uri": f"models:/{name}/{version}",
+        "columns": list(split.x_test.columns),
+        "data": split.x_test.to_numpy().tolist(),
+        "predictions": np.asarray(predictions).tolist(),
+    }
+    mlflow_client.log_dict(run_id, payload, REFERENCE_ARTIFACT)
 
 
 # ---- CLI -----------------------------------------------------------------------------------

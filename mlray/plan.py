@@ -24,7 +24,7 @@ SOURCE_PLUGIN = "plugin"
 # Keys of the cluster-wide part of ServeDeploySchema carried over from the running cluster.
 CLUSTER_KEYS = ("proxy_location", "http_options", "grpc_options", "target_capacity")
 
-PIP_INSTALL_OPTIONS = ("--disable-pip-version-check",)
+PIP_INSTALL_OPTIONS = ("--disable-pip-version-check", "--no-compile")
 
 Action = Literal["add", "update", "remove", "unchanged", "keep"]
 

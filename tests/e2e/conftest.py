@@ -138,7 +138,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         Testbed.from_file().down()
 
 
-REFERENCE_ARTIFACT = "reference/iris_test_predictions.json"
+REFERENCE_ARTIFACT = "reference/iris_test_predictions.json"  # written by examples/train.py
 
 
 def reference(d: Deployed, model_name: str) -> dict:

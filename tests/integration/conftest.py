@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -101,8 +102,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_http(f"{uri}/health", 120, proc, log)
         yield uri
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # a loaded host: do not let teardown fail a green run
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
 
 
 @pytest.fixture(scope="session")

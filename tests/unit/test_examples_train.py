@@ -77,6 +77,7 @@ def test_notebooks_are_nbformat4_and_reuse_train_py(notebook: str) -> None:
     assert "import train" in code
     assert "train.fit(" in code
     assert "train.log_model(" in code
+    assert "train.log_reference(" in code
     # No second copy of the training code.
     for duplicate in ("XGBClassifier(", "CatBoostClassifier(", "load_iris(", "def "):
         assert duplicate not in code

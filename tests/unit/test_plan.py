@@ -96,7 +96,7 @@ def test_app_config_is_ray_schema_with_env_label_and_isolated_pip():
     assert cfg["runtime_env"]["pip"] == {
         "packages": ["xgboost==2.1.4"],
         "pip_check": False,
-        "pip_install_options": ["--disable-pip-version-check"],
+        "pip_install_options": ["--disable-pip-version-check", "--no-compile"],
     }
     assert cfg["runtime_env"]["py_modules"] == [PKG]
     assert cfg["runtime_env"]["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
