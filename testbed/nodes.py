@@ -5,6 +5,7 @@ Built on testcontainers' DockerContainer (docker-py on Podman's Docker-compatibl
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -41,6 +42,13 @@ class ContainerSpec:
     shm_size: str | None = None
 
 
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start(spec: ContainerSpec) -> DockerContainer:
     """Create and start the container (no waiting); ports are published on 127.0.0.1 only."""
     from testcontainers.core.container import DockerContainer
@@ -51,7 +59,10 @@ def start(spec: ContainerSpec) -> DockerContainer:
     for volume, path in spec.volumes.items():
         container.with_volume_mapping(volume, path, mode="rw")
     for ctr_port, host_port in spec.ports.items():
-        container.ports[f"{ctr_port}/tcp"] = ("127.0.0.1", host_port or None)
+        # An unset port is picked here, not left to the engine: Podman picks a new one on
+        # every start, and a restarted container (MLflow in the outage test, a Ray node on
+        # its one retry) must keep the address config.yml and the tests already hold.
+        container.ports[f"{ctr_port}/tcp"] = ("127.0.0.1", host_port or free_port())
     kwargs: dict[str, object] = {"labels": {LABEL: "1", **spec.labels}}
     if spec.network:
         kwargs["network"] = spec.network

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 import zipfile
 from collections.abc import Iterator
 
@@ -39,7 +40,9 @@ def deploy(d: Deployed, *args: str, cluster: str = CLUSTER, ok: bool = True):
 def copy_version(client: MlflowClient, d: Deployed, name: str) -> str:
     """A new version of `name` with the artifacts of the source example (no retraining)."""
     src = client.get_model_version(SOURCE_MODEL, d.models[SOURCE_MODEL]["version"])
-    return client.create_model_version(name, source=src.source, run_id=src.run_id).version
+    return client.create_model_version(
+        name, source=src.source, run_id=src.run_id, model_id=src.model_id
+    ).version
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +53,8 @@ def client(deployed: Deployed) -> MlflowClient:
 @pytest.fixture(scope="module")
 def life(deployed: Deployed, client: MlflowClient) -> Iterator[str]:
     """A registered model of our own on py311, deployed; removed again at the end."""
+    if client.search_registered_models(f"name = '{LIFE}'"):  # left over by an aborted run
+        client.delete_registered_model(LIFE)
     client.create_registered_model(LIFE)
     for k, v in {"ray.name": LIFE_APP, "ray.ray_actor_options.num_cpus": "0.25",
                  "ray.ray_actor_options.memory": "0.5", "ray.num_replicas": "1"}.items():  # fmt: skip
@@ -116,26 +121,31 @@ def test_batch_size_change_applies_live_without_a_restart(deployed: Deployed, cl
         deploy(deployed)
 
 
-def test_tag_errors_exit_2_list_every_problem_and_change_nothing(deployed: Deployed, client):
+def test_tag_errors_exit_2_list_every_problem_and_change_nothing(deployed: Deployed, client, life):
     before = deployed_configs(deployed, CLUSTER)
-    client.set_registered_model_tag(LIFE, "ray.ray_actor_options.num_cpus", "abc")
-    client.set_registered_model_tag(LIFE, "ray.user_config.max_batchsize", "8")
-    client.set_registered_model_tag(
-        "iris_xgb21.staging", "ray.autoscaling_config.min_replicas", "9"
-    )
+    bad = [
+        (LIFE, "ray.ray_actor_options.num_cpus", "abc", "0.25"),
+        (LIFE, "ray.user_config.max_batchsize", "8", None),
+        ("iris_xgb21.staging", "ray.autoscaling_config.max_replicas", "0", "4"),
+    ]
+    for name, key, value, _ in bad:
+        client.set_registered_model_tag(name, key, value)
     try:
         proc = deploy(deployed, ok=False)
     finally:
-        client.set_registered_model_tag(LIFE, "ray.ray_actor_options.num_cpus", "0.25")
-        client.delete_registered_model_tag(LIFE, "ray.user_config.max_batchsize")
-        client.delete_registered_model_tag(
-            "iris_xgb21.staging", "ray.autoscaling_config.min_replicas"
-        )
+        for name, key, _, good in bad:
+            if good is None:
+                client.delete_registered_model_tag(name, key)
+            else:
+                client.set_registered_model_tag(name, key, good)
     assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{LIFE} v" in proc.stderr
     assert "got 'abc' for ray.ray_actor_options.num_cpus; expected a number > 0" in proc.stderr
     assert "unknown tag ray.user_config.max_batchsize" in proc.stderr
+    assert "iris_xgb21.staging v" in proc.stderr
     assert (
-        "iris_xgb21.staging v" in proc.stderr and "min_replicas 9 > max_replicas 4" in proc.stderr
+        "got '0' for ray.autoscaling_config.max_replicas; expected a whole number >= 1"
+        in proc.stderr
     )
     assert deployed_configs(deployed, CLUSTER) == before
 
@@ -150,7 +160,7 @@ def test_preflight_refuses_a_requirement_with_no_wheel_for_the_cluster(deployed,
         f"models:/{SOURCE_MODEL}/{src.version}", dst_path=str(tmp_path)
     )
     with open(f"{local}/requirements.txt", "a") as f:
-        f.write("catboost==1.1.1\n")  # no wheel for CPython 3.11 or newer
+        f.write("\ncatboost==1.1.1\n")  # no wheel for CPython 3.11 or newer
     with mlflow.start_run() as run:
         mlflow.log_artifacts(local, artifact_path="model")
     client.create_registered_model(name, tags={"ray.name": "e2e-nowheel", "ray.num_replicas": "1",
@@ -193,20 +203,19 @@ def test_an_app_mlray_does_not_manage_survives_a_deploy(deployed: Deployed):
              "runtime_env": {"py_modules": [uri]}}  # fmt: skip
     dash.put_serve_config({"http_options": details["http_options"], "applications": [*apps, hello]})
     hello_url = deployed.clusters[CLUSTER]["serve_url"] + "/e2e-hello"
-    for _ in range(120):
-        if (
-            serve_details(deployed, CLUSTER)["applications"].get("e2e-hello", {}).get("status")
-            == "RUNNING"
-        ):
-            break
-        import time
-
-        time.sleep(1)
-    assert requests.get(hello_url, timeout=30).text == "hello"
-    out = deploy(deployed).stdout
-    assert "keep      e2e-hello" in out and "not managed by mlray" in out
-    assert requests.get(hello_url, timeout=30).text == "hello"
-    pruned = deploy(deployed, "--prune-unmanaged").stdout
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            apps_now = serve_details(deployed, CLUSTER)["applications"]
+            if apps_now.get("e2e-hello", {}).get("status") == "RUNNING":
+                break
+            time.sleep(1)
+        assert requests.get(hello_url, timeout=30).text == "hello"
+        out = deploy(deployed).stdout
+        assert "keep      e2e-hello" in out and "not managed by mlray" in out
+        assert requests.get(hello_url, timeout=30).text == "hello"
+    finally:
+        pruned = deploy(deployed, "--prune-unmanaged").stdout
     assert "remove    e2e-hello" in pruned
     assert "e2e-hello" not in deployed_configs(deployed, CLUSTER)
 

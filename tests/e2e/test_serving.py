@@ -88,3 +88,38 @@ def test_model_trained_on_the_wrong_python_is_skipped_with_the_reason(deployed: 
     apps = requests.get(deployed.clusters["py311"]["dashboard_url"] + "/api/serve/applications/",
                         timeout=30).json()["applications"]  # fmt: skip
     assert "iris-xgb21-wrongpy" not in apps
+
+
+# iris-xgb17 runs one fixed replica, so its /metadata counts every batch; iris-xgb3 autoscales.
+@pytest.mark.parametrize(
+    "model,single_replica", [("iris_xgb17.staging", True), ("iris_xgb3.staging", False)]
+)
+def test_concurrent_requests_to_a_batching_app_each_get_their_own_rows(
+    deployed: Deployed, model: str, single_replica: bool
+):
+    """Batching merges concurrent callers into one predict: nobody may get a neighbour's rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ref = reference(deployed, model)
+    x = pd.DataFrame(ref["data"], columns=ref["columns"])
+    want = np.asarray(ref["predictions"])
+    url = f"{deployed.serve_url(deployed.models[model]['app'])}/invocations"
+    slices = [(i % len(x), i % len(x) + 1 + i % 4) for i in range(48)]  # 1-4 rows each
+
+    def call(bounds: tuple[int, int]) -> tuple[tuple[int, int], list]:
+        lo, hi = bounds
+        body = {
+            "dataframe_split": {"columns": list(x.columns), "data": x.iloc[lo:hi].values.tolist()}
+        }
+        resp = requests.post(url, json=body, timeout=120)
+        assert resp.status_code == 200, resp.text[:500]
+        return bounds, resp.json()["predictions"]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(call, slices))
+    for (lo, hi), got in results:
+        _compare(got, want[lo:hi].tolist())
+    if single_replica:
+        meta = requests.get(url.replace("/invocations", "/metadata"), timeout=30).json()
+        sizes = {int(k): v for k, v in meta["batching"]["batch_size_histogram"].items()}
+        assert any(size > 1 for size in sizes), sizes  # batching really merged requests
