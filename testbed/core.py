@@ -132,10 +132,12 @@ class Testbed:
 
     def stop_mlflow(self) -> None:
         """Stop the MLflow container (for outage tests); its data volume stays."""
+        self.prepare()
         engine.docker_client().containers.get(self.spec.mlflow_container).stop(timeout=10)
 
     def start_mlflow(self) -> None:
         """Restart the MLflow container and wait until it answers again."""
+        self.prepare()
         container = engine.docker_client().containers.get(self.spec.mlflow_container)
         container.start()
         self._wait_mlflow()

@@ -8,15 +8,18 @@ keep passing while they run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import time
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from mlray.config import load_config
 from mlray.ray_api import RayDashboard
@@ -39,10 +42,13 @@ def deploy(d: Deployed, *args: str, cluster: str = CLUSTER, ok: bool = True):
 
 def copy_version(client: MlflowClient, d: Deployed, name: str) -> str:
     """A new version of `name` with the artifacts of the source example (no retraining)."""
-    src = client.get_model_version(SOURCE_MODEL, d.models[SOURCE_MODEL]["version"])
-    return client.create_model_version(
-        name, source=src.source, run_id=src.run_id, model_id=src.model_id
-    ).version
+    src = f"models:/{SOURCE_MODEL}/{d.models[SOURCE_MODEL]['version']}"
+    return str(client.copy_model_version(src, name).version)
+
+
+def delete_if_exists(client: MlflowClient, name: str) -> None:
+    with contextlib.suppress(MlflowException):  # absent: nothing left over to clean
+        client.delete_registered_model(name)
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +59,16 @@ def client(deployed: Deployed) -> MlflowClient:
 @pytest.fixture(scope="module")
 def life(deployed: Deployed, client: MlflowClient) -> Iterator[str]:
     """A registered model of our own on py311, deployed; removed again at the end."""
-    if client.search_registered_models(f"name = '{LIFE}'"):  # left over by an aborted run
-        client.delete_registered_model(LIFE)
-    client.create_registered_model(LIFE)
+    delete_if_exists(client, LIFE)  # left over by an aborted run
+    version = copy_version(client, deployed, LIFE)
     for k, v in {"ray.name": LIFE_APP, "ray.ray_actor_options.num_cpus": "0.25",
                  "ray.ray_actor_options.memory": "0.5", "ray.num_replicas": "1"}.items():  # fmt: skip
         client.set_registered_model_tag(LIFE, k, v)
-    version = copy_version(client, deployed, LIFE)
     client.set_registered_model_alias(LIFE, "staging", version)
     out = deploy(deployed).stdout
     assert f"add       {LIFE_APP}" in out
     yield version
-    if client.search_registered_models(f"name = '{LIFE}'"):
-        client.delete_registered_model(LIFE)
+    delete_if_exists(client, LIFE)
     deploy(deployed)
     assert LIFE_APP not in deployed_configs(deployed, CLUSTER)
 
@@ -159,10 +162,12 @@ def test_preflight_refuses_a_requirement_with_no_wheel_for_the_cluster(deployed,
     local = mlflow.artifacts.download_artifacts(
         f"models:/{SOURCE_MODEL}/{src.version}", dst_path=str(tmp_path)
     )
-    with open(f"{local}/requirements.txt", "a") as f:
-        f.write("\ncatboost==1.1.1\n")  # no wheel for CPython 3.11 or newer
+    req = Path(local, "requirements.txt")
+    lines = [ln for ln in req.read_text().splitlines() if not ln.startswith("catboost")]
+    req.write_text("\n".join([*lines, "catboost==1.1.1"]) + "\n")  # no wheel for CPython >= 3.11
     with mlflow.start_run() as run:
         mlflow.log_artifacts(local, artifact_path="model")
+    delete_if_exists(client, name)
     client.create_registered_model(name, tags={"ray.name": "e2e-nowheel", "ray.num_replicas": "1",
                                                "ray.ray_actor_options.num_cpus": "0.25",
                                                "ray.ray_actor_options.memory": "0.5"})  # fmt: skip
