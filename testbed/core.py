@@ -131,15 +131,15 @@ class Testbed:
         container.remove(force=True, v=True)
 
     def stop_mlflow(self) -> None:
-        """Stop the MLflow container (for outage tests); its data volume stays."""
+        """Take MLflow away (for outage tests): its processes are frozen, so every request
+        to it fails, and nothing else changes (its address, its data, its container)."""
         self.prepare()
-        engine.docker_client().containers.get(self.spec.mlflow_container).stop(timeout=10)
+        engine.docker_client().containers.get(self.spec.mlflow_container).pause()
 
     def start_mlflow(self) -> None:
-        """Restart the MLflow container and wait until it answers again."""
+        """Bring MLflow back after stop_mlflow() and wait until it answers again."""
         self.prepare()
-        container = engine.docker_client().containers.get(self.spec.mlflow_container)
-        container.start()
+        engine.docker_client().containers.get(self.spec.mlflow_container).unpause()
         self._wait_mlflow()
 
     def __enter__(self) -> Testbed:

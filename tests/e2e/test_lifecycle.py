@@ -51,12 +51,14 @@ def delete_if_exists(client: MlflowClient, name: str) -> None:
         client.delete_registered_model(name)
 
 
-@pytest.fixture(scope="module")
+# Session scope: xdist may interleave other modules' tests on this worker, and pytest would
+# then tear a module-scoped fixture down and set it up again between our tests.
+@pytest.fixture(scope="session")
 def client(deployed: Deployed) -> MlflowClient:
     return MlflowClient(deployed.tracking_uri)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def life(deployed: Deployed, client: MlflowClient) -> Iterator[str]:
     """A registered model of our own on py311, deployed; removed again at the end."""
     delete_if_exists(client, LIFE)  # left over by an aborted run
