@@ -139,8 +139,3 @@ def _merge(req: str, constraints: list[str]) -> str:
     extras = f"[{','.join(sorted(r.extras))}]" if r.extras else ""
     marker = f"; {r.marker}" if r.marker else ""
     return f"{r.name}{extras}{','.join(specs)}{marker}"
-
-
-def requirement_names(pip_list: list[str]) -> list[str]:
-    """Distribution names of a pip list, for reporting versions seen in a replica."""
-    return [n for line in pip_list if not line.startswith("-") and (n := _name(line))]

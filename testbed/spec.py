@@ -99,11 +99,6 @@ def default_file() -> Path:
     return Path(os.environ.get("MLRAY_TESTBED_FILE") or DEFAULT_FILE)
 
 
-def python_versions(path: Path | None = None) -> list[str]:
-    """Python versions of the testbed (the noxfile parametrizes sessions with these)."""
-    return list(load_spec(path).python)
-
-
 def load_spec(path: Path | None = None) -> TestbedSpec:
     """Parse and validate the description file; env vars override the base mode."""
     path = path or default_file()

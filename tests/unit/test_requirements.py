@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlray.requirements import RequirementsError, flatten, requirement_names, to_pip_list
+from mlray.requirements import RequirementsError, flatten, to_pip_list
 
 
 def reader(files: dict[str, str]):
@@ -53,10 +53,3 @@ def test_missing_include_and_cycle_are_errors():
         flatten(reader({"requirements.txt": "-r nope.txt\n"}))
     with pytest.raises(RequirementsError, match="include cycle"):
         flatten(reader({"requirements.txt": "-r a.txt\n", "a.txt": "-r requirements.txt\n"}))
-
-
-def test_requirement_names_skip_options_and_urls():
-    names = requirement_names(
-        ["--extra-index-url x", "XGBoost==1.7.6", "catboost[widget]>=1.2", "https://x/y.whl"]
-    )
-    assert names == ["xgboost", "catboost"]
