@@ -138,8 +138,9 @@ def app_config(
         "route_prefix": f"/{options.name}",
         "import_path": IMPORT_PATH,
         "runtime_env": {
-            # Ray's default adds --no-cache-dir; without it the node's pip cache serves
-            # the same wheels to every app and every redeploy.
+            # Ray's default adds --no-cache-dir: dropping it lets the node's pip cache serve
+            # the same wheels to every app and redeploy. --no-compile skips byte-compiling
+            # whole stacks (scipy, pandas) at install time, most of a cold install.
             "pip": {
                 "packages": list(model.pip),
                 "pip_check": False,
