@@ -44,7 +44,8 @@ def _samples(cfg: dict) -> None:
         "dataframe_records": {
             "dataframe_records": [dict(zip(COLUMNS, r, strict=True)) for r in SAMPLE]
         },
-        "instances": {"instances": SAMPLE},
+        # Named rows: the examples' signatures have named columns, so bare lists are refused.
+        "instances": {"instances": [dict(zip(COLUMNS, r, strict=True)) for r in SAMPLE]},
     }
     by_python = {c["python"]: (name, c) for name, c in cfg["clusters"].items()}
     for model in load_catalog().models:
