@@ -105,8 +105,18 @@ def e2e(session: nox.Session) -> None:
     MLRAY_E2E_REUSE=1 adopts a running testbed (and keeps it); MLRAY_E2E_KEEP=1 keeps a new
     one; MLRAY_TESTBED_PYTHON=3.11 narrows the matrix. Extra args go to pytest.
     """
-    _pytest(session, "-m", "e2e", "-n", "auto", "--dist", "loadgroup", "tests/e2e",
-            extras=("test", "testbed"))  # fmt: skip
+    _pytest(session, "-m", "e2e", "-n", "auto", "tests/e2e", extras=("test", "testbed"))
+
+
+@nox.session(default=False)
+def load(session: nox.Session) -> None:
+    """Locust load scenarios: batching, autoscaling, `mlflow models serve` baseline; gates.
+
+    Adopts a running testbed, else starts one (removed after unless MLRAY_LOAD_KEEP=1).
+    Report: reports/<timestamp>/. `nox -s load -- --profile short` is the CI gate (~5 min).
+    """
+    _install(session, "load")
+    session.run("python", "-m", "loadtests", *session.posargs)
 
 
 @nox.session
@@ -121,9 +131,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=False, default=False)
 def ci(session: nox.Session) -> None:
-    """What CI runs (the README's test command): lint, tests, testbed self-test, e2e."""
+    """What CI runs (the README's test command): lint, unit + integration tests, testbed
+    self-test, e2e, then the short load gate on the e2e's testbed, then down."""
+    # The load gate adopts the testbed e2e brought up and deployed, instead of a second
+    # bring-up; `down` removes it at the end (nox runs it even when an earlier session failed).
+    os.environ["MLRAY_E2E_KEEP"] = "1"
     for name in ("lint", "tests", "testbed"):
         session.notify(name)
-    # One worker: the cluster-writing tests then run in file order, the order that is proven
-    # green; `nox -s e2e` alone runs with -n auto.
     session.notify("e2e", posargs=["-n", "0"])
+    session.notify("load", posargs=["--profile", "short"])
+    session.notify("down")

@@ -1,9 +1,9 @@
 """Registry changes reach the cluster, and nothing else moves.
 
 These tests write to the registry and the clusters, so they run one after another on one
-xdist worker (``xdist_group``); they touch only their own ``e2e_*`` models, or change
-example apps in ways Ray applies without a restart, so the read-only tests on other workers
-keep passing while they run.
+xdist worker (``--dist loadfile``, set in pyproject.toml: a file is one unit of work); they
+touch only their own ``e2e_*`` models, or change example apps in ways Ray applies without a
+restart, so the read-only tests on other workers keep passing while they run.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mlray.config import load_config
 from mlray.ray_api import RayDashboard
 from tests.e2e.conftest import Deployed, deployed_configs, mlray, replica_ids, serve_details
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("cluster-writes")]
+pytestmark = pytest.mark.e2e
 CLUSTER = "py311"
 SOURCE_MODEL = "iris_cat127.staging"  # small environment, already cached on the cluster
 LIFE = "e2e_life.staging"
