@@ -129,6 +129,13 @@ def _fail(name: str, message: str, logs_dir: Path | None) -> None:
     raise TestbedError(f"{message}; expected it ready. Last log lines:\n{tail_logs(name)}")
 
 
+def remove(name: str) -> None:
+    """Stop and remove a container if it exists (two seconds' grace, then SIGKILL)."""
+    from testbed.engine import run_podman
+
+    run_podman("rm", "--force", "--ignore", "--time", "2", name, check=False)
+
+
 def container_status(name: str) -> str:
     """running / exited / ... or 'missing'."""
     import docker.errors

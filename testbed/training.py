@@ -316,7 +316,7 @@ def train_examples(
         except BaseException:  # Ctrl-C: stop what runs and what is queued, leave nothing behind
             pool.shutdown(wait=False, cancel_futures=True)
             for model in pending:
-                _remove_container(runner.container_name(model))
+                nodes.remove(runner.container_name(model))
             raise
         pool.shutdown()
 
@@ -395,7 +395,7 @@ class _Runner:
         proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         )
-        timer = threading.Timer(CONTAINER_TIMEOUT_S, _remove_container, [container])
+        timer = threading.Timer(CONTAINER_TIMEOUT_S, nodes.remove, [container])
         timer.start()
         try:
             assert proc.stdout is not None
@@ -412,7 +412,7 @@ class _Runner:
                 _emit(f"  {prefix} | {line}")
             code = proc.wait()
         except BaseException:
-            _remove_container(container)
+            nodes.remove(container)
             raise
         finally:
             timer.cancel()
@@ -429,11 +429,6 @@ class _Runner:
             model.name, model.cluster, action, str(result["version"]), seconds, install,
             python_version=result.get("python_version"), result=result,
         )  # fmt: skip
-
-
-def _remove_container(name: str) -> None:
-    """Stop a training container (timeout or interrupt); it was started with --rm."""
-    run_podman("rm", "--force", "--time", "2", name, check=False)
 
 
 _OUTPUT_LOCK = threading.Lock()

@@ -1,0 +1,419 @@
+"""`python -m loadtests` (`nox -s load`): the load scenarios against the running or a fresh
+testbed, a report under reports/<timestamp>/, and an exit code from the gates.
+
+    python -m loadtests [--profile short|full] [--scenario batching ...] [--keep]
+
+Exit 0: every gate passed. 1: a gate failed (the report says which). 2: the run could not be
+set up (no testbed, a failed deploy, ...). A testbed this command started is removed at the
+end unless --keep (or MLRAY_LOAD_KEEP=1); a running one is adopted and left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from loadtests import gates as gates_mod
+from loadtests import report
+from loadtests.errors import LoadTestError
+from loadtests.observe import (
+    Sampler,
+    batch_histograms,
+    histogram_delta,
+    mean_batch_size,
+    replica_counts,
+    scaling,
+)
+from loadtests.runner import RunResult, run_locust, say
+from loadtests.scenarios import (
+    AUTOSCALING_MODEL,
+    BASELINE,
+    BATCHED_APP,
+    BATCHED_MODEL,
+    CLUSTER,
+    HIGH_CONCURRENCY,
+    PROFILES,
+    UNBATCHED_APP,
+    UNBATCHED_MODEL,
+    Run,
+    Scenario,
+    scenarios,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+ALIAS = "staging"
+COPIED_FROM = "mlray.loadtest.copied_from"  # version tag of the unbatched twin
+
+
+class Session:
+    """One load-test invocation: the testbed, the MLflow client, the results so far."""
+
+    def __init__(self, out_dir: Path, config_path: Path) -> None:
+        from mlflow import MlflowClient
+
+        from mlray.config import load_config
+        from mlray.ray_api import RayDashboard
+
+        self.out_dir = out_dir
+        self.config_path = config_path
+        self.config = load_config(config_path)
+        if CLUSTER not in self.config.clusters:
+            raise LoadTestError(
+                f"got clusters {sorted(self.config.clusters)} in {config_path}; expected "
+                f"{CLUSTER!r}: the load apps are Python 3.11 examples (keep 3.11 in testbed.yml)"
+            )
+        self.cluster = self.config.clusters[CLUSTER]
+        self.dashboard = RayDashboard(self.cluster, CLUSTER)
+        self.client = MlflowClient(self.config.tracking_uri, self.config.tracking_uri)
+        self.results: dict[str, RunResult] = {}
+        self.baseline_url: str | None = None
+        self.summary: dict[str, Any] = {"runs": {}}
+
+    # ---- set-up ----------------------------------------------------------------------------
+
+    def missing_models(self) -> list[str]:
+        from mlflow.exceptions import MlflowException
+
+        missing = []
+        for name in (BATCHED_MODEL, AUTOSCALING_MODEL):
+            try:
+                self.client.get_model_version_by_alias(name, ALIAS)
+            except MlflowException:
+                missing.append(name)
+        return missing
+
+    def ensure_unbatched_twin(self) -> None:
+        """BATCHED_MODEL's served version, registered again as UNBATCHED_MODEL with the same
+        ray.* tags minus user_config (no batching): the same model, the same environment."""
+        from mlflow.exceptions import MlflowException
+
+        source = self.client.get_model_version_by_alias(BATCHED_MODEL, ALIAS)
+        origin = f"{BATCHED_MODEL}/{source.version}"
+        try:
+            current = self.client.get_model_version_by_alias(UNBATCHED_MODEL, ALIAS)
+        except MlflowException:
+            current = None
+        if current is None or (current.tags or {}).get(COPIED_FROM) != origin:
+            copy = self.client.copy_model_version(f"models:/{origin}", UNBATCHED_MODEL)
+            self.client.set_model_version_tag(UNBATCHED_MODEL, copy.version, COPIED_FROM, origin)
+            self.client.set_registered_model_alias(UNBATCHED_MODEL, ALIAS, copy.version)
+            say(f"registered {UNBATCHED_MODEL} v{copy.version}, a copy of {origin}")
+        want = {
+            k: v
+            for k, v in (self.client.get_registered_model(BATCHED_MODEL).tags or {}).items()
+            if k.startswith("ray.") and not k.startswith("ray.user_config.")
+        }
+        want["ray.name"] = UNBATCHED_APP
+        have = {
+            k: v
+            for k, v in (self.client.get_registered_model(UNBATCHED_MODEL).tags or {}).items()
+            if k.startswith("ray.")
+        }
+        for key in have.keys() - want.keys():
+            self.client.delete_registered_model_tag(UNBATCHED_MODEL, key)
+        for key, value in want.items():
+            if have.get(key) != value:
+                self.client.set_registered_model_tag(UNBATCHED_MODEL, key, value)
+
+    def deploy(self) -> None:
+        cmd = [sys.executable, "-m", "mlray", "deploy", str(self.config_path), CLUSTER]
+        say(f"$ mlray deploy {self.config_path} {CLUSTER}")
+        if subprocess.run(cmd).returncode != 0:
+            raise LoadTestError(f"`mlray deploy {self.config_path} {CLUSTER}` failed; see above")
+
+    # ---- runs ------------------------------------------------------------------------------
+
+    def target(self, run: Run) -> tuple[str, str]:
+        if run.target == BASELINE:
+            if not self.baseline_url:
+                raise LoadTestError(f"got run {run.key} with no baseline server started")
+            return self.baseline_url, "/invocations"
+        return self.cluster.serve_url, f"/{run.target}/invocations"
+
+    def execute(self, run: Run, sampler: Sampler) -> RunResult:
+        """Each run once; a run shared by two scenarios is measured once."""
+        if run.key not in self.results:
+            host, path = self.target(run)
+            self.results[run.key] = run_locust(run, host, path, self.out_dir, sampler)
+            self.summary["runs"][run.key] = self.results[run.key].figures()
+        return self.results[run.key]
+
+    def running_replicas(self, app: str) -> int:
+        return replica_counts(self.dashboard.serve_details(), app)[0]
+
+    def metadata_url(self, app: str) -> str:
+        return f"{self.cluster.serve_url}/{app}/metadata"
+
+    def batching(self, scenario: Scenario) -> None:
+        batched_run, unbatched_run = scenario.runs
+        url = self.metadata_url(BATCHED_APP)
+        before = batch_histograms(url, self.running_replicas(BATCHED_APP))
+        with Sampler(None, None) as sampler:
+            batched = self.execute(batched_run, sampler)
+        after = batch_histograms(url, self.running_replicas(BATCHED_APP))
+        with Sampler(None, None) as sampler:
+            unbatched = self.execute(unbatched_run, sampler)
+        import requests
+
+        twin_batching = requests.get(self.metadata_url(UNBATCHED_APP), timeout=30).json()
+        histogram = dict(sorted(histogram_delta(before, after).items()))
+        mean = mean_batch_size(histogram)
+        self.summary["batching"] = {
+            "app": BATCHED_APP,
+            "unbatched_app": UNBATCHED_APP,
+            "unbatched_app_batching_enabled": twin_batching["batching"]["enabled"],
+            "concurrency": batched.users,
+            "max_batch_size": _max_batch_size(url),
+            "batch_size_histogram": {str(k): v for k, v in histogram.items()},
+            "batches": sum(histogram.values()),
+            "mean_batch_size": None if mean is None else round(mean, 2),
+            "rps_batched": batched.rps,
+            "rps_unbatched": unbatched.rps,
+            "throughput_ratio": _ratio(batched.rps, unbatched.rps),
+            "p50_ms_batched": batched.p50_ms,
+            "p50_ms_unbatched": unbatched.p50_ms,
+            "p99_ms_batched": batched.p99_ms,
+            "p99_ms_unbatched": unbatched.p99_ms,
+        }
+        report.plot_batching(self.out_dir, batched, unbatched, histogram)
+
+    def autoscaling(self, scenario: Scenario) -> None:
+        (run,) = scenario.runs
+        app = scenario.watch_app or run.target
+        low = self._min_replicas(app)
+        with Sampler(self.dashboard, app) as sampler:
+            if sampler.wait_for(lambda s: s.running == low, scenario.settle_timeout_s) is None:
+                raise LoadTestError(
+                    f"got {sampler.latest_running} RUNNING replicas of {app} before the step; "
+                    f"expected {low} within {scenario.settle_timeout_s:.0f} s"
+                )
+            t0 = sampler.now()
+            result = self.execute(run, sampler)
+            load_end = sampler.now()
+            sampler.wait_for(lambda s: s.running == low, scenario.settle_timeout_s)
+        step_up, step_down = _step_edges(result, run)
+        scale = scaling(sampler.samples, low, step_up, step_down, load_end)
+        self.summary["autoscaling"] = {
+            "app": app,
+            "min_replicas": low,
+            "max_replicas": self._max_replicas(app),
+            "step_users": run.peak_users,
+            **{k: v for k, v in asdict(scale).items() if k != "min_replicas"},
+            "final_running": sampler.latest_running,
+            "settle_timeout_s": scenario.settle_timeout_s,
+            "sample_errors": sampler.errors,
+            "replicas_csv": report.write_replicas_csv(self.out_dir, app, sampler.samples, t0).name,
+        }
+        edges = {"step up": step_up, "step down": step_down, "load end": load_end}
+        self.summary["autoscaling"]["edges_s"] = {k: round(v - t0, 1) for k, v in edges.items()}
+        report.plot_autoscaling(self.out_dir, result, sampler.samples, t0, edges)
+
+    def baseline(self, scenario: Scenario) -> None:
+        with Sampler(None, None) as sampler:
+            for run in scenario.runs:
+                self.execute(run, sampler)
+        levels = {"c1": 1, f"c{HIGH_CONCURRENCY}": HIGH_CONCURRENCY}
+        groups = {
+            level: {app: f"{app}-{level}" for app in (BATCHED_APP, UNBATCHED_APP, BASELINE)}
+            for level in levels
+        }
+        ratios = {
+            level: {
+                app: {
+                    "rps": _ratio(self.results[keys[app]].rps, self.results[keys[BASELINE]].rps),
+                    "p50": _ratio(
+                        self.results[keys[app]].p50_ms, self.results[keys[BASELINE]].p50_ms
+                    ),
+                }
+                for app in (BATCHED_APP, UNBATCHED_APP)
+            }
+            for level, keys in groups.items()
+        }
+        self.summary["baseline"] = {
+            "server": "mlflow models serve --env-manager local -w 1",
+            "model": self.summary.get("baseline_model"),
+            "ratios": ratios,
+            "note": "ratios are mlray / baseline: rps > 1 and p50 < 1 favour mlray",
+        }
+        report.plot_baseline(self.out_dir, self.results, groups)
+
+    def _deployment_config(self, app: str) -> dict[str, Any]:
+        apps = self.dashboard.serve_details().get("applications") or {}
+        deployments = (apps.get(app) or {}).get("deployments") or {}
+        for deployment in deployments.values():
+            return deployment.get("deployment_config") or {}
+        raise LoadTestError(f"got no deployment of app {app!r} on {CLUSTER}; expected it deployed")
+
+    def _min_replicas(self, app: str) -> int:
+        auto = self._deployment_config(app).get("autoscaling_config") or {}
+        if "min_replicas" not in auto:
+            raise LoadTestError(f"got no autoscaling_config for {app}; expected min/max replicas")
+        return int(auto["min_replicas"])
+
+    def _max_replicas(self, app: str) -> int | None:
+        auto = self._deployment_config(app).get("autoscaling_config") or {}
+        return auto.get("max_replicas")
+
+
+def _max_batch_size(url: str) -> int | None:
+    import requests
+
+    return requests.get(url, timeout=30).json()["batching"]["max_batch_size"]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 2)
+
+
+def _step_edges(result: RunResult, run: Run) -> tuple[float, float]:
+    """Epoch seconds at which Locust's user count first rose above, then fell back to, the
+    first stage's (per-second history, so +-1 s)."""
+    low = run.stages[0].users
+    up = next((h["ts"] for h in result.history if h["users"] > low), None)
+    if up is None:
+        raise LoadTestError(f"got no step above {low} users in run {run.key}; expected one")
+    down = next((h["ts"] for h in result.history if h["ts"] > up and h["users"] <= low), None)
+    return float(up), float(down if down is not None else result.history[-1]["ts"])
+
+
+HANDLERS = {"batching": Session.batching, "autoscaling": Session.autoscaling,
+            "baseline": Session.baseline}  # fmt: skip
+
+
+def run_all(args: argparse.Namespace) -> int:
+    from testbed import Testbed, nodes
+    from testbed.training import train_examples
+
+    profile = PROFILES[args.profile]
+    chosen = [s for s in scenarios(profile) if s.name in args.scenario]
+    out_dir = Path(args.reports) / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tb = Testbed.from_file()
+    tb.prepare()  # the engine's API service, which container_status talks to
+    adopted = nodes.container_status(tb.spec.mlflow_container) == "running"
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    baseline_server = None
+    try:
+        tb.up(reuse=True)
+        timings["up"] = round(time.monotonic() - started, 1)
+        session = Session(out_dir, tb.config_path)
+        missing = session.missing_models()
+        if missing:
+            say(f"training {', '.join(missing)} (not in the registry yet)")
+            train_examples(tb, names=missing)
+        timings["train"] = round(time.monotonic() - started - timings["up"], 1)
+        session.ensure_unbatched_twin()
+        if any(s.name == "baseline" for s in chosen):
+            from loadtests.baseline import BaselineServer
+
+            served = session.client.get_model_version_by_alias(BATCHED_MODEL, ALIAS)
+            baseline_server = BaselineServer(
+                tb, session.config.tracking_uri, BATCHED_MODEL, served.version
+            ).start()
+            session.summary["baseline_model"] = baseline_server.model_uri
+        mark = time.monotonic()
+        session.deploy()
+        timings["deploy"] = round(time.monotonic() - mark, 1)
+        if baseline_server:
+            mark = time.monotonic()
+            session.baseline_url = baseline_server.wait_ready()
+            timings["baseline_ready_wait"] = round(time.monotonic() - mark, 1)
+        session.summary = {**_header(args, tb, adopted), **session.summary}
+        for scenario in chosen:
+            mark = time.monotonic()
+            say(f"scenario {scenario.name}: {scenario.notes}")
+            HANDLERS[scenario.name](session, scenario)
+            timings[scenario.name] = round(time.monotonic() - mark, 1)
+    finally:
+        if baseline_server:
+            baseline_server.stop()
+        if not adopted and not args.keep:
+            tb.down()
+    timings["total"] = round(time.monotonic() - started, 1)
+    verdicts = gates_mod.evaluate(session.summary)
+    session.summary["gates"] = [g.as_dict() for g in verdicts]
+    session.summary["passed"] = all(g.passed for g in verdicts)
+    session.summary["timings_s"] = timings
+    path = report.write_summary(out_dir, session.summary)
+    print("\n" + report.table(session.results, session.summary, verdicts))
+    print(f"\nreport: {out_dir} (summary.json, *.png, Locust CSV/HTML per run); {path.name} "
+          f"passed={session.summary['passed']}; stages (s): {timings}")  # fmt: skip
+    return 0 if session.summary["passed"] else 1
+
+
+def _header(args: argparse.Namespace, tb: Any, adopted: bool) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                         text=True, check=False).stdout.strip()  # fmt: skip
+    return {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "profile": args.profile,
+        "scenarios": list(args.scenario),
+        "git": sha or None,
+        "host": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+        },
+        "versions": {
+            "locust": md.version("locust"),
+            "mlflow-skinny (client)": md.version("mlflow-skinny"),
+            "ray (cluster)": tb.spec.ray_version,
+        },
+        "testbed": {
+            "adopted": adopted,
+            "pythons": list(tb.spec.python),
+            "node_cpus": tb.spec.node.cpus,
+            "workers": tb.spec.workers,
+        },
+        "cluster": CLUSTER,
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m loadtests", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="full",
+        help="short: the CI gate (about 5 min); full: the report (default)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(HANDLERS),
+        help="run only these (repeatable); default: all",
+    )
+    parser.add_argument(
+        "--reports",
+        default=str(ROOT / "reports"),
+        help="parent directory of the timestamped report (default: reports/)",
+    )
+    parser.add_argument("--keep", action="store_true",
+                        default=os.environ.get("MLRAY_LOAD_KEEP") == "1",
+                        help="leave a testbed this command started running")  # fmt: skip
+    args = parser.parse_args(argv)
+    args.scenario = args.scenario or list(HANDLERS)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from mlray.errors import MlrayError
+    from testbed.errors import TestbedError
+
+    args = parse_args(argv)
+    try:
+        return run_all(args)
+    except (LoadTestError, TestbedError, MlrayError) as exc:
+        print(f"load tests could not run: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,183 @@
+"""What the server side did under load: replica counts over time and the batch sizes run.
+
+Replica counts come from Ray's REST API (the dashboard's `GET /api/serve/applications/`),
+batch sizes from each replica's `/metadata` counters, which count every batch that
+`@serve.batch` handed to the model since the replica started.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import psutil
+import requests
+
+from mlray.ray_api import RayDashboard
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float  # wall-clock time (epoch seconds), the clock of Locust's history CSV
+    running: int | None  # RUNNING replicas of the watched app (None: not watching)
+    target: int | None  # the autoscaler's target replica count, as Ray reports it
+    client_cpu: float | None  # Locust process CPU, percent of one core
+
+
+def replica_counts(details: Mapping, app: str) -> tuple[int, int | None]:
+    """(RUNNING replicas, target replicas) of `app` in a serve details document."""
+    application = (details.get("applications") or {}).get(app) or {}
+    running, target = 0, None
+    for deployment in (application.get("deployments") or {}).values():
+        running += sum(1 for r in deployment.get("replicas") or [] if r.get("state") == "RUNNING")
+        if deployment.get("target_num_replicas") is not None:
+            target = (target or 0) + int(deployment["target_num_replicas"])
+    return running, target
+
+
+class Sampler(threading.Thread):
+    """Samples, every `interval_s`, the watched app's replicas and the load client's CPU.
+
+    A context manager. Samples carry wall-clock times, the clock of Locust's per-second
+    history, so load steps and replica changes are read off one timeline.
+    """
+
+    def __init__(
+        self, dashboard: RayDashboard | None, app: str | None, interval_s: float = 0.5
+    ) -> None:
+        super().__init__(daemon=True, name="mlray-load-sampler")
+        self.dashboard = dashboard
+        self.app = app
+        self.interval_s = interval_s
+        self.samples: list[Sample] = []
+        self.errors = 0
+        self._client: psutil.Process | None = None
+        self._halt = threading.Event()
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    def watch_client(self, pid: int | None) -> None:
+        """The Locust process whose CPU is sampled (None: stop sampling CPU)."""
+        self._client = psutil.Process(pid) if pid else None
+        if self._client:
+            self._client.cpu_percent(None)  # the first call only starts the measurement
+
+    @property
+    def latest_running(self) -> int | None:
+        return self.samples[-1].running if self.samples else None
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            running = target = cpu = None
+            if self.dashboard and self.app:
+                try:
+                    running, target = replica_counts(self.dashboard.serve_details(), self.app)
+                except Exception:  # one missed sample is a gap in the plot, not a failed run
+                    self.errors += 1
+            client = self._client
+            if client is not None:
+                try:
+                    cpu = client.cpu_percent(None)
+                except psutil.Error:
+                    self._client = None
+            self.samples.append(Sample(round(self.now(), 3), running, target, cpu))
+            self._halt.wait(self.interval_s)
+
+    def wait_for(self, predicate, timeout_s: float) -> float | None:
+        """The time of the first new sample for which `predicate` holds, or None."""
+        deadline = time.monotonic() + timeout_s
+        seen = len(self.samples)
+        while time.monotonic() < deadline:
+            for sample in self.samples[seen:]:
+                if predicate(sample):
+                    return sample.t
+            seen = len(self.samples)
+            time.sleep(self.interval_s / 2)
+        return None
+
+    def __enter__(self) -> Sampler:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+
+
+def batch_histograms(metadata_url: str, replicas: int, tries: int = 40) -> dict[str, Counter[int]]:
+    """{replica id: batch size -> batches} read from `/metadata`, until every one of the
+    `replicas` replicas has answered (requests are spread over replicas by Serve's router)."""
+    seen: dict[str, Counter[int]] = {}
+    for _ in range(tries):
+        meta = requests.get(metadata_url, timeout=30).json()
+        replica = meta.get("replica") or {}
+        key = str(replica.get("replica_id") or replica.get("pid"))
+        histogram = (meta.get("batching") or {}).get("batch_size_histogram") or {}
+        seen[key] = Counter({int(size): int(n) for size, n in histogram.items()})
+        if len(seen) >= replicas:
+            break
+    return seen
+
+
+def histogram_delta(
+    before: Mapping[str, Counter[int]], after: Mapping[str, Counter[int]]
+) -> Counter[int]:
+    """Batches run between two readings, over all replicas (a new replica starts at zero)."""
+    total: Counter[int] = Counter()
+    for replica, counts in after.items():
+        total.update(counts - before.get(replica, Counter()))
+    return total
+
+
+def mean_batch_size(histogram: Mapping[int, int]) -> float | None:
+    batches = sum(histogram.values())
+    return sum(size * n for size, n in histogram.items()) / batches if batches else None
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Replica counts around a step load, read off the sampled timeline."""
+
+    min_replicas: int
+    max_running: int
+    scale_up_decision_s: float | None  # step up -> first target above the one at the step
+    scale_up_s: float | None  # step up -> first sample with more than min RUNNING
+    scale_down_s: float | None  # step down -> first later sample back at min RUNNING
+    scale_down_after_load_end_s: float | None  # Locust stopped -> back at min (0: already)
+    returned_to_min: bool
+
+
+def scaling(
+    samples: list[Sample], min_replicas: int, step_up: float, step_down: float, load_end: float
+) -> Scaling:
+    """Times to scale from the step's edges; `returned_to_min` needs a scale-up first."""
+    counted = [s for s in samples if s.running is not None]
+    during = [s for s in counted if step_up <= s.t <= load_end]
+    max_running = max((s.running or 0 for s in during), default=0)
+    up_at = next((s.t for s in during if (s.running or 0) > min_replicas), None)
+    # The autoscaler may already want more than min at the low load before the step; the
+    # step's decision is the first target above whatever it was at the step.
+    before = [s.target for s in counted if s.t < step_up and s.target is not None]
+    target_at_step = max(min_replicas, before[-1] if before else min_replicas)
+    decided_at = next((s.t for s in during if (s.target or 0) > target_at_step), None)
+    back_at = None
+    if up_at is not None:
+        back_at = next(
+            (s.t for s in counted if s.t >= max(up_at, step_down) and s.running == min_replicas),
+            None,
+        )
+    return Scaling(
+        min_replicas=min_replicas,
+        max_running=max_running,
+        scale_up_decision_s=None if decided_at is None else round(decided_at - step_up, 1),
+        scale_up_s=None if up_at is None else round(up_at - step_up, 1),
+        scale_down_s=None if back_at is None else round(back_at - step_down, 1),
+        scale_down_after_load_end_s=None if back_at is None
+        else round(max(0.0, back_at - load_end), 1),
+        returned_to_min=back_at is not None,
+    )  # fmt: skip

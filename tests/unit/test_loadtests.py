@@ -1,0 +1,191 @@
+"""The load tests' pure parts: scenario data, timeline arithmetic, gates, Locust CSV parsing.
+
+Locust itself is never imported here (gevent would patch this process); the real runs are
+`nox -s load`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from loadtests import gates
+from loadtests.observe import Sample, histogram_delta, mean_batch_size, replica_counts, scaling
+from loadtests.runner import parse_failures, parse_history, parse_stats
+from loadtests.scenarios import (
+    BASELINE,
+    HIGH_CONCURRENCY,
+    PROFILES,
+    Run,
+    Stage,
+    distinct_runs,
+    scenarios,
+    step,
+)
+
+
+def test_every_profile_runs_each_shared_run_once_and_the_high_load_meets_the_issue():
+    for profile in PROFILES.values():
+        chosen = scenarios(profile)
+        runs = distinct_runs(chosen)
+        assert len({r.key for r in runs}) == len(runs)
+        assert sum(len(s.runs) for s in chosen) > len(runs)  # c=32 runs are shared
+        assert HIGH_CONCURRENCY >= 16
+        baseline = {r.key for s in chosen if s.name == "baseline" for r in s.runs}
+        assert {f"{BASELINE}-c1", f"{BASELINE}-c{HIGH_CONCURRENCY}"} <= baseline
+
+
+def test_the_short_profile_fits_the_ci_budget():
+    runs = distinct_runs(scenarios(PROFILES["short"]))
+    assert sum(r.duration_s for r in runs) <= 180  # plus set-up and settling: about 5 min
+
+
+def test_step_goes_up_holds_and_comes_down():
+    stages = step(2, 24, 5, 30)
+    assert [s.users for s in stages] == [2, 24, 2]
+    run = Run("x", "app", stages)
+    assert run.duration_s == 40
+    assert run.peak_users == 24
+    assert Stage(3, 4).as_locust() == {"duration": 3, "users": 4, "spawn_rate": 50.0}
+
+
+def test_replica_counts_read_running_and_target_from_serve_details():
+    details = {
+        "applications": {
+            "a": {
+                "deployments": {
+                    "MlflowModel": {
+                        "target_num_replicas": 3,
+                        "replicas": [
+                            {"state": "RUNNING"},
+                            {"state": "STARTING"},
+                            {"state": "RUNNING"},
+                        ],
+                    }
+                }
+            }
+        }
+    }
+    assert replica_counts(details, "a") == (2, 3)
+    assert replica_counts(details, "missing") == (0, None)
+    assert replica_counts({}, "a") == (0, None)
+
+
+def test_histogram_delta_counts_only_batches_between_the_readings():
+    before = {"r1": Counter({1: 5, 4: 2})}
+    after = {"r1": Counter({1: 6, 4: 7, 8: 1}), "r2": Counter({2: 3})}  # r2 started meanwhile
+    assert histogram_delta(before, after) == Counter({1: 1, 4: 5, 8: 1, 2: 3})
+    assert mean_batch_size({1: 2, 3: 2}) == 2.0
+    assert mean_batch_size({}) is None
+
+
+def _samples(points):
+    return [Sample(t, running, None, None) for t, running in points]
+
+
+def test_the_scale_up_decision_is_read_from_the_target():
+    samples = [Sample(10, 1, 1, None), Sample(12, 1, 4, None), Sample(20, 2, 4, None)]
+    s = scaling(samples, 1, step_up=10, step_down=30, load_end=30)
+    assert (s.scale_up_decision_s, s.scale_up_s) == (2, 10)
+    # Already at target 2 before the step: the decision is the first target above 2.
+    early = [Sample(5, 1, 2, None), *samples]
+    assert scaling(early, 1, step_up=10, step_down=30, load_end=30).scale_up_decision_s == 2
+    steady = [Sample(5, 1, 4, None), Sample(12, 2, 4, None)]
+    assert scaling(steady, 1, step_up=10, step_down=30, load_end=30).scale_up_decision_s is None
+
+
+def test_scaling_times_are_measured_from_the_step_edges():
+    samples = _samples([(0, 1), (10, 1), (13, 2), (14, 4), (40, 4), (52, 2), (55, 1), (60, 1)])
+    s = scaling(samples, min_replicas=1, step_up=10, step_down=40, load_end=45)
+    assert (s.max_running, s.scale_up_s, s.scale_down_s) == (4, 3, 15)
+    assert s.scale_down_after_load_end_s == 10
+    assert s.returned_to_min
+
+
+def test_no_scale_up_means_no_return_to_min():
+    s = scaling(_samples([(0, 1), (20, 1), (60, 1)]), 1, step_up=5, step_down=30, load_end=35)
+    assert s.max_running == 1
+    assert s.scale_up_s is None
+    assert not s.returned_to_min
+
+
+def test_staying_scaled_up_does_not_return_to_min():
+    s = scaling(_samples([(0, 1), (12, 3), (50, 3), (90, 2)]), 1, 10, 40, 45)
+    assert s.scale_up_s == 2
+    assert not s.returned_to_min
+
+
+def _summary(**over):
+    summary = {
+        "runs": {"a-c32": {"requests": 100, "failures": 0}},
+        "batching": {"app": "a", "mean_batch_size": 3.5, "batch_size_histogram": {"4": 1}},
+        "autoscaling": {"app": "b", "min_replicas": 1, "max_running": 3, "returned_to_min": True},
+    }
+    summary.update(over)
+    return summary
+
+
+def test_gates_pass_on_a_good_summary():
+    verdicts = gates.evaluate(_summary())
+    assert len(verdicts) == 4
+    assert all(g.passed for g in verdicts)
+
+
+@pytest.mark.parametrize(
+    ("change", "failing"),
+    [
+        ({"runs": {"a-c32": {"requests": 100, "failures": 1, "top_errors": ["1x boom"]}}},
+         ["no failures"]),
+        ({"runs": {"a-c32": {"requests": 0, "failures": 0}}}, ["no failures"]),
+        ({"batching": {"app": "a", "mean_batch_size": 1.0}}, ["mean batch size"]),
+        ({"batching": {"app": "a", "mean_batch_size": None}}, ["mean batch size"]),
+        # Never scaled up, so never "returned" either: both autoscaling gates fail.
+        ({"autoscaling": {"app": "b", "min_replicas": 1, "max_running": 1,
+                          "returned_to_min": False}}, ["scales above", "returns to"]),
+        ({"autoscaling": {"app": "b", "min_replicas": 1, "max_running": 4,
+                          "returned_to_min": False}}, ["returns to"]),
+    ],
+)  # fmt: skip
+def test_each_gate_fails_on_its_own_figure(change, failing):
+    failed = [g for g in gates.evaluate(_summary(**change)) if not g.passed]
+    assert len(failed) == len(failing)
+    assert all(want in g.name for want, g in zip(failing, failed, strict=True))
+    assert all("expected" in g.detail for g in failed)
+
+
+STATS = """\
+Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,\
+Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,50%,66%,75%,\
+80%,90%,95%,98%,99%,99.9%,99.99%,100%
+POST,invocations,300,2,12,13.5,3.1,80.2,30.0,15.0,0.1,12,13,14,15,20,30,40,60,80,80,80
+,Aggregated,300,2,12,13.5,3.1,80.2,30.0,15.0,0.1,12,13,14,15,20,30,40,60,80,80,80
+"""
+HISTORY = """\
+Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,\
+99.99%,100%,Total Request Count
+1000,0,,Aggregated,0.000000,0.000000,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,N/A,0
+1001,2,POST,invocations,5.0,0.0,11,11,11,11,11,11,11,11,11,11,11,5
+1001,2,,Aggregated,5.0,0.0,11,11,11,11,11,11,11,11,11,11,11,5
+1002,24,,Aggregated,20.0,0.0,12,12,12,12,12,12,12,30,30,30,30,25
+"""
+
+
+def test_locust_csv_files_are_read_into_figures(tmp_path: Path):
+    (tmp_path / "r_stats.csv").write_text(STATS)
+    (tmp_path / "r_stats_history.csv").write_text(HISTORY)
+    (tmp_path / "r_failures.csv").write_text(
+        'Method,Name,Error,Occurrences\nPOST,invocations,"HTTP 400",2\nPOST,invocations,"x",1\n'
+    )
+    run = Run("r", "app", (Stage(20, 24),))
+    result = parse_stats(tmp_path / "r_stats.csv", run, "http://h/app/invocations", 21.3)
+    assert (result.requests, result.failures, result.rps) == (300, 2, 15.0)
+    assert (result.p50_ms, result.p99_ms, result.avg_ms) == (12.0, 60.0, 13.5)
+    assert result.users == 24
+    history = parse_history(tmp_path / "r_stats_history.csv")
+    assert [h["t"] for h in history] == [0, 1, 2]
+    assert [h["users"] for h in history] == [0, 2, 24]
+    assert history[0]["p50_ms"] is None and history[2]["p99_ms"] == 30.0
+    assert parse_failures(tmp_path / "r_failures.csv") == ["2x HTTP 400", "1x x"]
+    assert parse_history(tmp_path / "absent.csv") == []
