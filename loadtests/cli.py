@@ -21,6 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from loadtests import gates as gates_mod
 from loadtests import report
 from loadtests.errors import LoadTestError
@@ -161,8 +163,6 @@ class Session:
         after = batch_histograms(url, self.running_replicas(BATCHED_APP))
         with Sampler(None, None) as sampler:
             unbatched = self.execute(unbatched_run, sampler)
-        import requests
-
         twin_batching = requests.get(self.metadata_url(UNBATCHED_APP), timeout=30).json()
         histogram = dict(sorted(histogram_delta(before, after).items()))
         mean = mean_batch_size(histogram)
@@ -264,8 +264,6 @@ class Session:
 
 
 def _max_batch_size(url: str) -> int | None:
-    import requests
-
     return requests.get(url, timeout=30).json()["batching"]["max_batch_size"]
 
 

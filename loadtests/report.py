@@ -43,6 +43,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _series(
     result: RunResult, key: str, t0: float | None = None
 ) -> tuple[list[float], list[float]]:
@@ -86,11 +93,7 @@ def plot_batching(
     hist.set_title(f"{batched.target}: batch sizes the replica ran")
     hist.set_xlabel("requests per predict call")
     hist.set_ylabel("batches")
-    fig.tight_layout()
-    path = out_dir / "batching.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out_dir / "batching.png")
 
 
 def plot_autoscaling(
@@ -125,11 +128,7 @@ def plot_autoscaling(
     reps.set_ylim(bottom=0)
     reps.legend(fontsize=7)
     reps.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / "autoscaling.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out_dir / "autoscaling.png")
 
 
 def plot_baseline(out_dir: Path, results: dict[str, RunResult], groups: dict[str, dict]) -> Path:
@@ -150,11 +149,7 @@ def plot_baseline(out_dir: Path, results: dict[str, RunResult], groups: dict[str
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle("mlray against `mlflow models serve --env-manager local -w 1`, same model")
-    fig.tight_layout()
-    path = out_dir / "baseline.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out_dir / "baseline.png")
 
 
 def table(results: dict[str, RunResult], summary: dict[str, Any], gates: list[Gate]) -> str:

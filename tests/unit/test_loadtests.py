@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import gates
+from loadtests import gates, report
 from loadtests.observe import Sample, histogram_delta, mean_batch_size, replica_counts, scaling
-from loadtests.runner import parse_failures, parse_history, parse_stats
+from loadtests.runner import RunResult, parse_failures, parse_history, parse_stats
 from loadtests.scenarios import (
     BASELINE,
     HIGH_CONCURRENCY,
@@ -189,3 +189,45 @@ def test_locust_csv_files_are_read_into_figures(tmp_path: Path):
     assert history[0]["p50_ms"] is None and history[2]["p99_ms"] == 30.0
     assert parse_failures(tmp_path / "r_failures.csv") == ["2x HTTP 400", "1x x"]
     assert parse_history(tmp_path / "absent.csv") == []
+
+
+def _result(key: str, target: str, users: int, rps: float, p50: float) -> RunResult:
+    history = [
+        {"ts": 1000 + t, "t": t, "users": users, "rps": rps, "failures_s": 0.0,
+         "p50_ms": p50, "p99_ms": 2 * p50}
+        for t in range(5)
+    ]  # fmt: skip
+    return RunResult(key, target, "http://h", users, 5, 5.2, int(rps * 5), 0, rps, p50, 2 * p50,
+                     p50, client_cpu_mean=12.0, history=history)  # fmt: skip
+
+
+def test_the_report_writes_a_png_per_scenario_and_a_table_with_every_gate(tmp_path: Path):
+    b32, u32 = _result("a-c32", "a", 32, 70, 450), _result("u-c32", "u", 32, 54, 590)
+    results = {
+        "a-c32": b32, "u-c32": u32,
+        "a-c1": _result("a-c1", "a", 1, 21, 46), "u-c1": _result("u-c1", "u", 1, 35, 26),
+        "base-c1": _result("base-c1", "baseline", 1, 120, 7),
+        "base-c32": _result("base-c32", "baseline", 32, 124, 250),
+    }  # fmt: skip
+    samples = [Sample(1000 + t, 1 if t < 2 else 3, 4, 10.0) for t in range(6)]
+    paths = [
+        report.plot_batching(tmp_path, b32, u32, {1: 3, 16: 5}),
+        report.plot_autoscaling(tmp_path, b32, samples, 1000, {"step up": 1001.0}),
+        report.plot_baseline(
+            tmp_path, results,
+            {"c1": {"a": "a-c1", "u": "u-c1", "baseline": "base-c1"},
+             "c32": {"a": "a-c32", "u": "u-c32", "baseline": "base-c32"}},
+        ),
+    ]  # fmt: skip
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = {
+        "runs": {k: r.figures() for k, r in results.items()},
+        "batching": {"app": "a", "mean_batch_size": 6.9, "batches": 8, "throughput_ratio": 1.3},
+    }
+    verdicts = gates.evaluate(summary)
+    text = report.table(results, summary, verdicts)
+    assert "mean batch size 6.90 over 8 batches" in text
+    assert text.count("PASS") == len(verdicts) == len(results) + 1
+    csv_path = report.write_replicas_csv(tmp_path, "a", samples, 1000)
+    assert csv_path.read_text().splitlines()[1] == "0.00,1,4,10.0"
