@@ -108,6 +108,10 @@ class Session:
             self.client.set_model_version_tag(UNBATCHED_MODEL, copy.version, COPIED_FROM, origin)
             self.client.set_registered_model_alias(UNBATCHED_MODEL, ALIAS, copy.version)
             say(f"registered {UNBATCHED_MODEL} v{copy.version}, a copy of {origin}")
+            current = copy
+        for key in current.tags or {}:  # version tags override the model's: no batching there
+            if key.startswith("ray.user_config."):
+                self.client.delete_model_version_tag(UNBATCHED_MODEL, current.version, key)
         want = {
             k: v
             for k, v in (self.client.get_registered_model(BATCHED_MODEL).tags or {}).items()
