@@ -224,10 +224,10 @@ class Session:
         with Sampler(None, None) as sampler:
             for run in scenario.runs:
                 self.execute(run, sampler)
-        levels = {"c1": 1, f"c{HIGH_CONCURRENCY}": HIGH_CONCURRENCY}
+        # Run keys are "<target>-c<users>" (scenarios.py), one per target and concurrency.
         groups = {
             level: {app: f"{app}-{level}" for app in (BATCHED_APP, UNBATCHED_APP, BASELINE)}
-            for level in levels
+            for level in ("c1", f"c{HIGH_CONCURRENCY}")
         }
         ratios = {
             level: {
