@@ -125,10 +125,7 @@ class Testbed:
 
     def _remove_container(self, container: Any) -> None:
         nodes.save_logs(container.name, self.spec.logs_dir)
-        container.reload()  # list() results carry a summary, not the full state
-        if container.status == "running":
-            container.stop(timeout=STOP_TIMEOUT)
-        container.remove(force=True, v=True)
+        nodes.remove(container.name, grace_s=STOP_TIMEOUT)
 
     def stop_mlflow(self) -> None:
         """Take MLflow away (for outage tests): its processes are frozen, so every request

@@ -129,11 +129,14 @@ def _fail(name: str, message: str, logs_dir: Path | None) -> None:
     raise TestbedError(f"{message}; expected it ready. Last log lines:\n{tail_logs(name)}")
 
 
-def remove(name: str) -> None:
-    """Stop and remove a container if it exists (two seconds' grace, then SIGKILL)."""
+def remove(name: str, grace_s: int = 2) -> None:
+    """Stop and remove a container and its anonymous volumes, if it exists: SIGTERM, then
+    SIGKILL after `grace_s`. The CLI, not the API: podman-py gives a stop only 15 s of HTTP
+    read timeout, which a Ray head shutting down on a busy host outlasts."""
     from testbed.engine import run_podman
 
-    run_podman("rm", "--force", "--ignore", "--time", "2", name, check=False)
+    run_podman("rm", "--force", "--ignore", "--volumes", "--time", str(grace_s), name,
+               check=False)  # fmt: skip
 
 
 def container_status(name: str) -> str:
