@@ -21,6 +21,8 @@ import pytest
 import yaml
 from filelock import FileLock
 
+from tests import serve_state
+
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".testbed" / "e2e"
 READY = STATE / "ready.json"
@@ -166,15 +168,8 @@ def serve_details(d: Deployed, cluster: str) -> dict:
 
 
 def replica_ids(d: Deployed, cluster: str) -> dict[str, list[str]]:
-    apps = serve_details(d, cluster).get("applications") or {}
-    return {
-        name: sorted(
-            r["replica_id"] for dep in app["deployments"].values() for r in dep.get("replicas", [])
-        )
-        for name, app in apps.items()
-    }
+    return serve_state.replica_ids(serve_details(d, cluster))
 
 
 def deployed_configs(d: Deployed, cluster: str) -> dict[str, dict]:
-    apps = serve_details(d, cluster).get("applications") or {}
-    return {n: a.get("deployed_app_config") for n, a in apps.items()}
+    return serve_state.deployed_configs(serve_details(d, cluster))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import requests
 
+from tests import serve_state
 from tests.integration.conftest import RAY_TOKEN, Services
 from tests.integration.models import (
     base_tags,
@@ -45,17 +46,11 @@ def serve_details(services: Services) -> dict:
 
 
 def replica_ids(services: Services) -> dict[str, list[str]]:
-    out = {}
-    for name, app in (serve_details(services).get("applications") or {}).items():
-        out[name] = sorted(
-            r["replica_id"] for d in app["deployments"].values() for r in d.get("replicas", [])
-        )
-    return out
+    return serve_state.replica_ids(serve_details(services))
 
 
 def deployed_configs(services: Services) -> dict[str, dict]:
-    apps = serve_details(services).get("applications") or {}
-    return {n: a.get("deployed_app_config") for n, a in apps.items()}
+    return serve_state.deployed_configs(serve_details(services))
 
 
 @pytest.fixture(scope="module")
