@@ -53,6 +53,15 @@ def images(session: nox.Session, python_version: str) -> None:
     _testbed(session, "images", "--python", python_version)
 
 
+@nox.session(python=False, default=False)
+def doctor(session: nox.Session) -> None:
+    """Check the container engine in seconds (✓/✗ per check); builds nothing.
+
+    Runs on the host's python3 (standard library only), so it works before any venv exists.
+    """
+    session.run("python3", "-m", "testbed", "doctor", external=True)
+
+
 @nox.session(default=False)
 def up(session: nox.Session) -> None:
     """Start MLflow + one Ray cluster per Python and print every endpoint."""

@@ -19,7 +19,10 @@ DEFAULT_MIN_REPLICAS = 1
 DEFAULT_MAX_REPLICAS = 100
 DEFAULT_TARGET_ONGOING = 2
 RAY_DEFAULT_MAX_ONGOING = 5
-NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$")
+# Ray takes any non-empty app name, and `/<name>` as its route must have no "{", "}" and no
+# trailing "/". We accept what is also one clean URL path segment (RFC 3986's unreserved
+# characters, any case): Ray-valid, and never a route with "/", spaces or escapes.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.~-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,8 @@ TAG_SPECS: dict[str, TagSpec] = {
         _spec(
             "name",
             _name,
-            "lowercase letters, digits, '-', '_' or '.' (at most 63)",
+            "letters (any case), digits, '-', '_', '.' or '~', starting with a letter or digit "
+            "(at most 128): no '/', spaces or braces, since /<name> is the route",
             required=True,
             doc="Serve application name and route: /<name>",
         ),

@@ -1,9 +1,14 @@
-"""`python -m testbed {images,up,down,status}`: the commands the nox sessions call."""
+"""`python -m testbed {doctor,prepare-host,images,up,down}`: the commands the nox sessions call.
+
+`doctor` and `prepare-host` need only the standard library, so `setup-host.sh` and CI can run
+them with the host's bare python3 before any virtualenv exists.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from testbed.errors import TestbedError
 
@@ -12,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed", description=__doc__)
     parser.add_argument("--file", help="testbed description (default: testbed/testbed.yml)")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="check the container engine contract (✓/✗), build nothing")
+    sub.add_parser("prepare-host", help="write the containers.conf drop-in this host needs, if any")
     images = sub.add_parser("images", help="build (or confirm cached) images")
     images.add_argument("--python", action="append", help="only these Python versions")
     up = sub.add_parser("up", help="start everything and write the mlray config.yml")
@@ -19,10 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="remove everything carrying the testbed label")
     args = parser.parse_args(argv)
 
-    from testbed.core import Testbed
-
-    testbed = Testbed.from_file(args.file)
     try:
+        if args.command == "doctor":
+            from testbed import doctor
+            from testbed.spec import default_state_dir
+
+            return doctor.main(default_state_dir())
+        if args.command == "prepare-host":
+            from testbed.spec import default_state_dir
+
+            return _prepare_host(default_state_dir())
+        from testbed.core import Testbed
+
+        testbed = Testbed.from_file(args.file)
         if args.command == "images":
             testbed.build_images(args.python)
         elif args.command == "up":
@@ -34,6 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     except TestbedError as exc:
         print(f"testbed error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _prepare_host(state_dir: Path) -> int:
+    from testbed import engine
+
+    applied = engine.configure_host(state_dir)
+    if applied:
+        settings = ", ".join(f"{k} = {v}" for k, v in sorted(applied.items()))
+        print(f"[setup-host] wrote {settings} to {engine.DROP_IN}", file=sys.stderr)
+    else:
+        print("[setup-host] Podman settings: nothing to change on this host", file=sys.stderr)
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from testbed import engine, images, nodes
+from testbed import doctor, engine, images, nodes
 from testbed.errors import TestbedError
 from testbed.spec import LABEL, TestbedSpec, load_spec
 from testbed.trust import Trust, resolve
@@ -88,6 +88,10 @@ class Testbed:
         """Start (or with reuse=True adopt a matching running) testbed, wait, write config."""
         started = time.monotonic()
         trust = self.prepare()
+        # Seconds on a throwaway network, before minutes of image builds: a host whose
+        # containers cannot resolve each other's names fails here, with the fix named.
+        took = doctor.require_contract(self.spec.state_dir)
+        _say(f"engine contract holds (names resolve, ports publish; {took:.1f} s)")
         image_set = images.build_all(self.spec, trust)
         fingerprint = self._fingerprint(image_set)
         if not (reuse and self._running_matches(fingerprint)):
@@ -282,8 +286,9 @@ class Testbed:
         if code != 0:
             raise TestbedError(
                 f"got no DNS answer for {target} inside {container}; expected aardvark-dns to "
-                f"resolve container names on network {self.spec.network} (run down, then up; "
-                "see docs/testbed.md, troubleshooting)"
+                f"resolve container names on network {self.spec.network} (run "
+                "`python -m testbed doctor`, then down and up; see docs/testbed.md, "
+                "troubleshooting)"
             )
 
     # ---- readiness -------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class EngineInfo:
     cgroup_manager: str
     events_logger: str
     rootless: bool
+    network_backend: str = "netavark"
 
 
 def podman_binary() -> str:
@@ -80,6 +81,7 @@ def engine_info() -> EngineInfo:
         cgroup_manager=host["cgroupManager"],
         events_logger=host["eventLogger"],
         rootless=bool(host["security"]["rootless"]),
+        network_backend=str(host.get("networkBackend") or "cni"),
     )
 
 
@@ -96,7 +98,49 @@ def needed_settings(info: EngineInfo) -> dict[str, str]:
         needs["engine.cgroup_manager"] = '"cgroupfs"'
     if not Path("/run/systemd/journal/socket").exists() and info.events_logger == "journald":
         needs["engine.events_logger"] = '"file"'
+    if switch_to_netavark(info):
+        needs["network.network_backend"] = '"netavark"'
     return needs
+
+
+# Where Podman looks for its network helpers (containers.conf `helper_binaries_dir`) and for
+# CNI plugins (`cni_plugin_dirs`), in its default order.
+HELPER_DIRS = ("/usr/local/libexec/podman", "/usr/local/lib/podman", "/usr/libexec/podman",
+               "/usr/lib/podman")  # fmt: skip
+CNI_PLUGIN_DIRS = ("/usr/local/libexec/cni", "/usr/libexec/cni", "/usr/local/lib/cni",
+                   "/usr/lib/cni", "/opt/cni/bin")  # fmt: skip
+
+
+def helper_binary(name: str, dirs: tuple[str, ...] = HELPER_DIRS) -> Path | None:
+    """The first `name` executable in Podman's helper (or CNI plugin) directories."""
+    for directory in dirs:
+        path = Path(directory) / name
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def resolves_names(info: EngineInfo) -> bool:
+    """True if networks of this backend give containers DNS for each other's names.
+
+    netavark does it with aardvark-dns; CNI only with the dnsname plugin, which Debian's
+    `podman --no-install-recommends` does not bring (a fresh host failed the demo this way).
+    """
+    if info.network_backend == "netavark":
+        return helper_binary("aardvark-dns") is not None
+    return helper_binary("dnsname", CNI_PLUGIN_DIRS) is not None
+
+
+def switch_to_netavark(info: EngineInfo) -> bool:
+    """CNI without DNS, and netavark + aardvark-dns installed: Podman keeps CNI while CNI
+    configs exist in /etc/cni/net.d, so only a `network_backend` setting switches it."""
+    return (
+        info.network_backend == "cni"
+        and not resolves_names(info)
+        and helper_binary("netavark") is not None
+        and helper_binary("aardvark-dns") is not None
+        and "network.network_backend" not in configured_keys()
+    )
 
 
 def _needed_ulimits() -> list[str]:
@@ -297,10 +341,19 @@ def _api_alive(url: str) -> bool:
         return False
 
 
+def configure_host(state_dir: Path) -> dict[str, str]:
+    """Apply the host's quirks; restart our API service if they changed, since a running
+    `podman system service` keeps the settings (e.g. the network backend) it started with."""
+    applied = apply_host_quirks()
+    if applied:
+        stop_service(state_dir)
+    return applied
+
+
 def prepare(state_dir: Path) -> str:
     """Make the engine usable by testcontainers: quirks, service, env. Returns DOCKER_HOST."""
     podman_binary()
-    apply_host_quirks()
+    configure_host(state_dir)
     url = ensure_service(state_dir)
     os.environ["DOCKER_HOST"] = url
     # The Ryuk reaper image cannot be pulled without a registry; we clean up by label instead.

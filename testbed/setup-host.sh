@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # Idempotent bootstrap of a Debian/Ubuntu host for the mlray testbed, then run a command:
-#   sudo testbed/setup-host.sh nox -s demo      # the demo
-#   sudo testbed/setup-host.sh nox -s ci        # the test command CI runs
-# Installs Podman (+ runc, debootstrap for offline base images, uidmap/slirp4netns for rootless
-# use) and a tools venv with nox, puts that venv on PATH and execs the arguments from the repo
-# root. Safe to rerun: it only installs what is missing. Needs no stdin (CI=true works).
+#   bash testbed/setup-host.sh nox -s demo      # the demo
+#   bash testbed/setup-host.sh nox -s ci        # the test command CI runs
+# Installs Podman with netavark + aardvark-dns (container DNS; `--no-install-recommends` alone
+# gives CNI without DNS), runc, debootstrap for offline base images, busybox-static for the
+# engine check, uidmap/slirp4netns for rootless use, and a tools venv with nox; writes the
+# containers.conf drop-in this host needs (only where needed); puts the venv on PATH and execs
+# the arguments from the repo root. Not root? It re-runs itself with sudo. Safe to rerun: it
+# only installs what is missing. Needs no stdin (CI=true works).
 set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ] && [ -z "${MLRAY_SETUP_NO_SUDO:-}" ]; then
+    if command -v sudo >/dev/null; then
+        exec sudo -E -H bash "${BASH_SOURCE[0]}" "$@"
+    fi
+    printf '[setup-host] got uid %s and no sudo; expected root (run as root, or install sudo)\n' \
+        "$(id -u)" >&2
+    exit 1
+fi
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS_DIR="${MLRAY_TOOLS_DIR:-${HOME}/.cache/mlray/tools}"
-APT_PACKAGES=(podman runc debootstrap uidmap slirp4netns python3 python3-venv ca-certificates tar)
+APT_PACKAGES=(podman netavark aardvark-dns runc debootstrap busybox-static uidmap slirp4netns
+              python3 python3-venv ca-certificates tar)
 NOX_SPEC="${MLRAY_NOX_SPEC:-nox>=2024.4}"
 
 log() { printf '[setup-host] %s\n' "$*" >&2; }
@@ -34,13 +47,20 @@ install_packages() {
         return 0
     fi
     if [ "$(id -u)" -ne 0 ]; then
-        log "got missing packages (${missing[*]}) and no root; expected: sudo $0 $*"
+        log "got missing packages (${missing[*]}) and no root; expected: sudo bash $0 $*"
         exit 1
     fi
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Podman keeps CNI while CNI configs exist in /etc/cni/net.d, even with netavark installed:
+# the testbed's engine module decides what this host needs and writes its one drop-in.
+configure_podman() {
+    command -v podman >/dev/null || return 0
+    (cd "${REPO_ROOT}" && python3 -m testbed prepare-host)
 }
 
 install_tools() {
@@ -53,6 +73,7 @@ install_tools() {
 }
 
 install_packages "$@"
+configure_podman
 install_tools
 cd "${REPO_ROOT}"
 if [ "$#" -gt 0 ]; then

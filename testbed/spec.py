@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from testbed.errors import TestbedError
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -103,6 +101,8 @@ def load_spec(path: Path | None = None) -> TestbedSpec:
     """Parse and validate the description file; env vars override the base mode."""
     path = path or default_file()
     try:
+        import yaml  # lazily: `python -m testbed doctor` runs on the host's bare python3
+
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
         raise TestbedError(
@@ -127,7 +127,6 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
     if workers < 0:
         raise TestbedError(f"got workers={workers} in {path}; expected 0 or more")
     ports = raw.get("ports") or {}
-    state_dir = os.environ.get("MLRAY_TESTBED_DIR")
     return TestbedSpec(
         name=str(raw.get("name", "mlray")),
         python=python,
@@ -140,8 +139,14 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
         ports=Ports(**{k: int(v) for k, v in ports.items()}),
         ready_timeout=float(raw.get("ready_timeout", 180)),
         pip=PipSettings(**(raw.get("pip") or {})),
-        state_dir=Path(state_dir) if state_dir else REPO_ROOT / ".testbed",
+        state_dir=default_state_dir(),
     )
+
+
+def default_state_dir() -> Path:
+    """Where the testbed keeps its config.yml, logs and pids (env: MLRAY_TESTBED_DIR)."""
+    state_dir = os.environ.get("MLRAY_TESTBED_DIR")
+    return Path(state_dir) if state_dir else REPO_ROOT / ".testbed"
 
 
 def _as_list(value: Any) -> list[Any]:

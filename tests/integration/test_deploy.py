@@ -24,6 +24,8 @@ from tests.integration.models import (
 pytestmark = pytest.mark.integration
 # Two pins of one small package that conflict: each app must see its own.
 PIN_A, PIN_B = "tabulate==0.8.10", "tabulate==0.9.0"
+# Mixed case, as MLflow users name things: Ray Serve keeps it in the app name and the route.
+APP_B = "FraudScorer-EU"
 
 
 def mlray(services: Services, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -59,7 +61,7 @@ def deployed(services: Services) -> Services:
     register_sklearn(services.tracking_uri, "iris-a.staging", [PIN_A], base_tags("iris-a"))
     register_sklearn(
         services.tracking_uri, "iris-b.staging", [PIN_B],
-        base_tags("iris-b", **{"ray.user_config.max_batch_size": "4"}), c=0.5,
+        base_tags(APP_B, **{"ray.user_config.max_batch_size": "4"}), c=0.5,
     )  # fmt: skip
     # Trained on another Python minor: must be skipped with the reason, never deployed.
     register_raw(services.tracking_uri, "iris-old.staging", "3.9.18",
@@ -72,15 +74,15 @@ def deployed(services: Services) -> Services:
 
 def test_conflicting_pins_are_each_served_with_their_own_version(deployed: Services) -> None:
     versions = {}
-    for app in ("iris-a", "iris-b"):
+    for app in ("iris-a", APP_B):
         meta = requests.get(f"{deployed.serve_url}/{app}/metadata", timeout=30).json()
         versions[app] = meta["libraries"]["tabulate"]
         assert meta["python_version"].startswith(deployed.python)
-    assert versions == {"iris-a": "0.8.10", "iris-b": "0.9.0"}
+    assert versions == {"iris-a": "0.8.10", APP_B: "0.9.0"}
     assert "iris-old" not in deployed_configs(deployed)
 
 
-@pytest.mark.parametrize("app,model", [("iris-a", "iris-a.staging"), ("iris-b", "iris-b.staging")])
+@pytest.mark.parametrize("app,model", [("iris-a", "iris-a.staging"), (APP_B, "iris-b.staging")])
 def test_predictions_equal_in_process_pyfunc(deployed: Services, app: str, model: str) -> None:
     x, _ = iris()
     expected = predict_in_process(deployed.tracking_uri, f"models:/{model}@staging", x)
@@ -195,23 +197,24 @@ def test_mlflow_deployments_plugin_lists_and_predicts(deployed: Services) -> Non
     proc = subprocess.run([mlflow_cli, "deployments", "list", "-t", "mlray:/local"],
                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "iris-a" in proc.stdout and "iris-b" in proc.stdout
+    assert "iris-a" in proc.stdout and APP_B in proc.stdout
 
 
 def test_batch_size_change_applies_live_without_restarting_replicas(deployed: Services) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(deployed.tracking_uri)
-    before = replica_ids(deployed)["iris-b"]
-    pid = requests.get(f"{deployed.serve_url}/iris-b/metadata", timeout=30).json()["replica"]["pid"]
+    before = replica_ids(deployed)[APP_B]
+    meta_url = f"{deployed.serve_url}/{APP_B}/metadata"
+    pid = requests.get(meta_url, timeout=30).json()["replica"]["pid"]
     client.set_registered_model_tag("iris-b.staging", "ray.user_config.max_batch_size", "6")
     try:
         proc = mlray(deployed, "deploy")
         assert "batching changed (applied live, no restart)" in proc.stdout
-        meta = requests.get(f"{deployed.serve_url}/iris-b/metadata", timeout=30).json()
+        meta = requests.get(meta_url, timeout=30).json()
         assert meta["batching"]["max_batch_size"] == 6
         assert meta["replica"]["pid"] == pid
-        assert replica_ids(deployed)["iris-b"] == before
+        assert replica_ids(deployed)[APP_B] == before
     finally:
         client.set_registered_model_tag("iris-b.staging", "ray.user_config.max_batch_size", "4")
         mlray(deployed, "deploy")

@@ -15,8 +15,8 @@ import pytest
 import requests
 import yaml
 
-from testbed import Testbed, TestbedError, engine, images, nodes
-from testbed.spec import LABEL
+from testbed import Testbed, TestbedError, doctor, engine, images, nodes
+from testbed.spec import LABEL, default_state_dir
 
 pytestmark = pytest.mark.testbed
 
@@ -31,6 +31,33 @@ def bed() -> Iterator[Testbed]:
         yield tb
     finally:
         tb.down()
+
+
+def _doctor_leftovers() -> list[str]:
+    names = engine.run_podman("network", "ls", "--format", "{{.Name}}").stdout.split()
+    names += engine.run_podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    return [n for n in names if n.startswith("mlray-doctor-")]
+
+
+def test_doctor_passes_on_this_host_and_cleans_up() -> None:
+    """What `.ci/run`'s doctor stage and every `up` rely on, on the real engine."""
+    checks = doctor.run_checks(default_state_dir())
+    assert [c.name for c in checks if not c.ok] == [], doctor.report(checks)
+    assert {"name resolution", "published port"} <= {c.name for c in checks}
+    assert _doctor_leftovers() == []
+
+
+def test_doctor_fails_fast_naming_the_fix_when_names_do_not_resolve() -> None:
+    """A network without DNS (what CNI without its plugin gives) must fail in seconds."""
+    started = time.monotonic()
+    checks = {c.name: c for c in doctor.contract_checks(dns=False)}
+    assert time.monotonic() - started < 30
+    failed = checks["name resolution"]
+    assert not failed.ok
+    assert "got no DNS answer" in failed.detail
+    assert "aardvark-dns" in failed.fix and "setup-host.sh" in failed.fix
+    assert checks["container start"].ok and checks["published port"].ok
+    assert _doctor_leftovers() == []
 
 
 def _exec(container: str, *cmd: str) -> tuple[int, str]:

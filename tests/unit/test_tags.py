@@ -90,6 +90,10 @@ def test_foreign_tags_are_ignored():
         ("ray.ray_actor_options.runtime_env.env_vars", '{"A": 1}', "expected a JSON object of strings"),
         ("ray.ray_actor_options.runtime_env.env_vars", '["A"]', "expected a JSON object of strings"),
         ("ray.name", "Iris Model", "got 'Iris Model' for ray.name"),
+        ("ray.name", "fraud/eu", "got 'fraud/eu' for ray.name; expected letters (any case)"),
+        ("ray.name", "", "got '' for ray.name"),
+        ("ray.name", "iris{v}", "no '/', spaces or braces"),
+        ("ray.name", "-iris", "starting with a letter or digit"),
         ("ray.user_config.max_batch_size", "0", "expected a whole number >= 1"),
     ],
 )  # fmt: skip
@@ -158,3 +162,8 @@ def test_reference_table_lists_every_tag():
     table = tags_reference_markdown()
     for key in TAG_SPECS:
         assert f"`{key}`" in table
+
+
+@pytest.mark.parametrize("name", ["FraudScorer-EU", "iris", "Iris_v2.1", "a", "x~y", "7up"])
+def test_names_ray_accepts_as_app_name_and_route_are_accepted(name):
+    assert ok(**{"ray.name": name}).name == name

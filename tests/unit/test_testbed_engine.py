@@ -1,0 +1,92 @@
+"""Pure parts of the engine setup and the doctor: what a host needs, and how checks read."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed import doctor, engine
+
+CNI = engine.EngineInfo("runc", "cgroupfs", "file", rootless=False, network_backend="cni")
+NETAVARK = engine.EngineInfo("runc", "cgroupfs", "file", rootless=False)
+
+
+@pytest.fixture
+def installed(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Which network helpers the fake host has; nothing is configured explicitly."""
+    names: set[str] = set()
+
+    def helper(name: str, dirs: tuple[str, ...] = engine.HELPER_DIRS) -> Path | None:
+        return Path("/usr/lib/podman") / name if name in names else None
+
+    monkeypatch.setattr(engine, "helper_binary", helper)
+    monkeypatch.setattr(engine, "configured_keys", set)
+    return names
+
+
+def test_cni_without_dns_switches_to_netavark_once_it_is_installed(installed: set[str]) -> None:
+    assert not engine.resolves_names(CNI)
+    assert not engine.switch_to_netavark(CNI)  # nothing to switch to: the doctor names the fix
+    installed.update({"netavark", "aardvark-dns"})
+    assert engine.switch_to_netavark(CNI)
+
+
+def test_hosts_that_resolve_names_are_left_alone(installed: set[str]) -> None:
+    installed.update({"netavark", "aardvark-dns", "dnsname"})
+    assert engine.resolves_names(CNI)  # CNI with its dnsname plugin (an older laptop setup)
+    assert not engine.switch_to_netavark(CNI)
+    assert engine.resolves_names(NETAVARK)
+    assert not engine.switch_to_netavark(NETAVARK)
+
+
+def test_an_explicit_backend_setting_is_respected(
+    installed: set[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed.update({"netavark", "aardvark-dns"})
+    monkeypatch.setattr(engine, "configured_keys", lambda: {"network.network_backend"})
+    assert not engine.switch_to_netavark(CNI)
+
+
+def test_drop_in_groups_network_setting_in_its_section() -> None:
+    text = engine.render_drop_in(
+        {"network.network_backend": '"netavark"', "engine.runtime": '"runc"'}
+    )
+    assert engine.parse_settings(text) == {
+        "engine.runtime": '"runc"',
+        "network.network_backend": '"netavark"',
+    }
+
+
+BUSYBOX_FOUND = """Server:\t\t10.89.0.1
+Address:\t10.89.0.1:53
+
+Name:\tmlray-doctor-abc-a.dns.podman
+Address: 10.89.0.2
+
+"""
+BUSYBOX_NXDOMAIN = """Server:\t\t10.255.255.53
+Address:\t10.255.255.53:53
+
+** server can't find mlray-doctor-abc-a: NXDOMAIN
+"""
+
+
+def test_nslookup_answer_is_the_named_address_not_the_server() -> None:
+    assert doctor._answer(BUSYBOX_FOUND) == "10.89.0.2"
+    assert doctor._answer(BUSYBOX_NXDOMAIN) == ""
+
+
+def test_static_elf_detection(tmp_path: Path) -> None:
+    assert not doctor._is_static_elf(Path(sys.executable).resolve())  # dynamically linked
+    not_elf = tmp_path / "script"
+    not_elf.write_text("#!/bin/sh\n")
+    assert not doctor._is_static_elf(not_elf)
+
+
+def test_a_failed_check_prints_its_fix_and_a_passed_one_does_not() -> None:
+    bad = doctor.Check("name resolution", False, "got NXDOMAIN", doctor.NETWORK_FIX)
+    good = doctor.Check("podman", True, "version 4.3.1", "unused")
+    assert bad.line().startswith("✗ name resolution: got NXDOMAIN\n    fix: `apt-get install")
+    assert good.line() == "✓ podman: version 4.3.1"
