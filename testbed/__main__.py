@@ -56,11 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 def _prepare_host(state_dir: Path) -> int:
     from testbed import engine
 
-    applied = engine.configure_host(state_dir)
-    if applied:
-        settings = ", ".join(f"{k} = {v}" for k, v in sorted(applied.items()))
-        print(f"[setup-host] wrote {settings} to {engine.DROP_IN}", file=sys.stderr)
-    else:
+    changes = engine.configure_host(state_dir)
+    for change in changes:
+        print(f"[setup-host] {change}", file=sys.stderr)
+    if not changes:
         print("[setup-host] Podman settings: nothing to change on this host", file=sys.stderr)
     return 0
 

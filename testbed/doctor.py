@@ -9,12 +9,15 @@ published on 127.0.0.1 answers from the host.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +36,11 @@ NETWORK_FIX = (
     "`apt-get install netavark aardvark-dns`, then "
     '`[network] network_backend = "netavark"` in a containers.conf drop-in '
     "(`bash testbed/setup-host.sh` does both), then `python -m testbed doctor` again"
+)
+OUTBOUND_FIX = (
+    "compare `ip route` with `podman network inspect podman`: a leftover `cni-podman0` bridge "
+    "shadows netavark's default network after a switch from CNI (`ip link delete cni-podman0`; "
+    "`bash testbed/setup-host.sh` does it), or the host's firewall drops forwarded traffic"
 )
 STEP_TIMEOUT = 20
 
@@ -95,12 +103,11 @@ def _podman(_: Path) -> Check:
 def _host_settings(state_dir: Path) -> Check:
     """The containers.conf settings `up` applies (cgroup v1 hybrid, no CAP_SYS_RESOURCE, ...)."""
     try:
-        applied = engine.configure_host(state_dir)
+        changes = engine.configure_host(state_dir)
     except TestbedError as exc:
         return Check("host settings", False, str(exc), SETUP_FIX)
-    if applied:
-        settings = ", ".join(f"{k} = {v}" for k, v in sorted(applied.items()))
-        return Check("host settings", True, f"wrote {settings} to {engine.DROP_IN}")
+    if changes:
+        return Check("host settings", True, "; ".join(changes))
     return Check("host settings", True, "none needed beyond what containers.conf sets")
 
 
@@ -150,6 +157,7 @@ def contract_checks(dns: bool = True) -> list[Check]:
             return checks
         checks.append(_check("name resolution", lambda: _resolve(client, server, network)))
         checks.append(_check("published port", lambda: _published_port(server)))
+    checks.append(_check("outbound DNS", _outbound))
     return checks
 
 
@@ -157,7 +165,7 @@ def _check(name: str, probe: Callable[[], str]) -> Check:
     try:
         return Check(name, True, probe())
     except TestbedError as exc:
-        fix = NETWORK_FIX if name == "name resolution" else SETUP_FIX
+        fix = {"name resolution": NETWORK_FIX, "outbound DNS": OUTBOUND_FIX}.get(name, SETUP_FIX)
         return Check(name, False, str(exc), fix)
 
 
@@ -284,6 +292,28 @@ def _answer(nslookup_output: str) -> str:
         elif named and line.startswith("Address:"):
             return line.split(":", 1)[1].strip()
     return ""
+
+
+def _outbound() -> str:
+    """Image builds' RUN steps run on Podman's default network and need the package index."""
+    index = os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple"
+    host = urllib.parse.urlsplit(index).hostname or "pypi.org"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return f"not checked: this host itself cannot resolve {host} (offline?)"
+    lookup = engine.run_podman(
+        "run", "--rm", "--label", f"{LABEL}=1", PROBE_IMAGE, "nslookup", host,
+        check=False, timeout=STEP_TIMEOUT,
+    )  # fmt: skip
+    address = _answer(lookup.stdout)
+    if lookup.returncode != 0 or not address:
+        said = " ".join(lookup.stdout.split()[-8:]) or lookup.stderr.strip()[-200:]
+        raise TestbedError(
+            f"got no DNS answer for {host} inside a container on Podman's default network "
+            f"(nslookup said: {said}); expected what the host resolves, as image builds need"
+        )
+    return f"{host} resolves on the default network (image builds' RUN steps)"
 
 
 def _published_port(server: str) -> str:

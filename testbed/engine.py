@@ -341,13 +341,46 @@ def _api_alive(url: str) -> bool:
         return False
 
 
-def configure_host(state_dir: Path) -> dict[str, str]:
-    """Apply the host's quirks; restart our API service if they changed, since a running
-    `podman system service` keeps the settings (e.g. the network backend) it started with."""
+def configure_host(state_dir: Path) -> list[str]:
+    """Apply the host's quirks and say what changed; restart our API service if settings
+    changed, since a running `podman system service` keeps the ones it started with."""
     applied = apply_host_quirks()
+    changes = [f"wrote {k} = {v} to {DROP_IN}" for k, v in sorted(applied.items())]
     if applied:
         stop_service(state_dir)
-    return applied
+    changes += [f"removed stale CNI bridge {name}" for name in remove_stale_cni_bridges()]
+    return changes
+
+
+def stale_cni_bridges(backend: str, net_dir: Path = Path("/sys/class/net")) -> list[str]:
+    """CNI's bridges with no ports left, once Podman runs netavark.
+
+    CNI's `cni-podman0` and netavark's `podman0` both route Podman's default 10.88.0.0/16;
+    the dead one wins, so containers on the default network (image builds' RUN steps) lose
+    DNS and the internet. Seen on a host switched from CNI after one container had run.
+    """
+    if backend != "netavark" or not net_dir.is_dir():
+        return []
+    return sorted(
+        link.name
+        for link in net_dir.glob("cni-podman*")
+        if (link / "bridge").is_dir() and not any((link / "brif").iterdir())
+    )
+
+
+def remove_stale_cni_bridges() -> list[str]:
+    """Delete the bridges `stale_cni_bridges` finds (root only: rootless has none)."""
+    if os.geteuid() != 0:
+        return []
+    stale = stale_cni_bridges(engine_info().network_backend)
+    if stale and not shutil.which("ip"):
+        raise TestbedError(
+            f"got stale CNI bridges {stale} that shadow netavark's default network; expected "
+            "`ip` (iproute2) to remove them: install iproute2, or `ip link delete` them"
+        )
+    for name in stale:
+        subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
+    return stale
 
 
 def prepare(state_dir: Path) -> str:

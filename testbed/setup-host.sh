@@ -21,8 +21,8 @@ fi
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS_DIR="${MLRAY_TOOLS_DIR:-${HOME}/.cache/mlray/tools}"
-APT_PACKAGES=(podman netavark aardvark-dns runc debootstrap busybox-static uidmap slirp4netns
-              python3 python3-venv ca-certificates tar)
+APT_PACKAGES=(podman netavark aardvark-dns runc debootstrap busybox-static iproute2 uidmap
+              slirp4netns python3 python3-venv ca-certificates tar)
 NOX_SPEC="${MLRAY_NOX_SPEC:-nox>=2024.4}"
 
 log() { printf '[setup-host] %s\n' "$*" >&2; }

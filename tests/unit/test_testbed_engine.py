@@ -90,3 +90,15 @@ def test_a_failed_check_prints_its_fix_and_a_passed_one_does_not() -> None:
     good = doctor.Check("podman", True, "version 4.3.1", "unused")
     assert bad.line().startswith("✗ name resolution: got NXDOMAIN\n    fix: `apt-get install")
     assert good.line() == "✓ podman: version 4.3.1"
+
+
+def test_stale_cni_bridges_are_only_portless_cni_bridges_under_netavark(tmp_path: Path) -> None:
+    """Fake /sys/class/net: a dead CNI bridge, a busy one, netavark's own, and the uplink."""
+    for name, ports in {"cni-podman0": [], "cni-podman1": ["veth1"], "podman0": []}.items():
+        (tmp_path / name / "bridge").mkdir(parents=True)
+        (tmp_path / name / "brif").mkdir()
+        for port in ports:
+            (tmp_path / name / "brif" / port).mkdir()
+    (tmp_path / "eth0").mkdir()
+    assert engine.stale_cni_bridges("netavark", tmp_path) == ["cni-podman0"]
+    assert engine.stale_cni_bridges("cni", tmp_path) == []  # CNI still owns them
