@@ -176,8 +176,7 @@ def register(tracking_uri: str, apps: dict[str, dict[str, str]]) -> dict[str, An
     client = MlflowClient(tracking_uri)
     for app, tags in apps.items():
         name = f"{app}.staging"
-        client.create_registered_model(name)
-        mv = client.create_model_version(name, info.model_uri, info.run_id)
+        mv = mlflow.register_model(info.model_uri, name)
         for k, v in {"ray.name": app, **REQUIRED, **tags}.items():
             client.set_registered_model_tag(name, k, v)
         client.set_registered_model_alias(name, "staging", mv.version)
