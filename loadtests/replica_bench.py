@@ -109,17 +109,20 @@ def services(root: Path) -> Any:
          "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
          "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )  # fmt: skip
     token = secrets.token_hex(16)
     shutil.rmtree(RAY_TMP, ignore_errors=True)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": token}  # fmt: skip
+    # No PYTHONPATH: Ray's workers inherit this environment, and a checkout on it would shadow
+    # the serving code each deploy ships as py_modules (the variants would all run this tree).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
     try:
         subprocess.run(
             [str(BIN / "ray"), "start", "--head", "--port", str(gcs_port),
              "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port),
              "--num-cpus", "4", "--temp-dir", str(RAY_TMP), "--disable-usage-stats"],
-            check=True, env=env, capture_output=True, timeout=180,
+            check=True, env=env, capture_output=True, timeout=180, cwd=str(root),
         )  # fmt: skip
         tracking_uri = f"http://127.0.0.1:{mlflow_port}"
         dashboard_url = f"http://127.0.0.1:{dash_port}"
