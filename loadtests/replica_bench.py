@@ -204,11 +204,15 @@ def code_at(ref: str, dest: Path) -> Path:
 def deploy(cluster: Cluster, code_root: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(code_root), TOKEN_ENV: cluster.token,
            "MLFLOW_TRACKING_URI": cluster.tracking_uri}  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlray", "deploy", str(cluster.config_path), "local",
-         "--timeout", "600"],
-        env=env, capture_output=True, text=True, timeout=900, cwd=str(code_root),
-    )  # fmt: skip
+    for attempt in range(3):  # a fresh head on a busy host may lack a job agent at first
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlray", "deploy", str(cluster.config_path), "local",
+             "--timeout", "600"],
+            env=env, capture_output=True, text=True, timeout=900, cwd=str(code_root),
+        )  # fmt: skip
+        if proc.returncode == 0 or "No available agent" not in proc.stdout + proc.stderr:
+            break
+        time.sleep(15 * (attempt + 1))
     if proc.returncode != 0:
         raise RuntimeError(f"mlray deploy exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
 
