@@ -19,6 +19,11 @@ DEFAULT_MIN_REPLICAS = 1
 DEFAULT_MAX_REPLICAS = 100
 DEFAULT_TARGET_ONGOING = 2
 RAY_DEFAULT_MAX_ONGOING = 5
+# mlray's default for max_ongoing_requests. Ray's 5 collapses behind Serve's classic proxy once
+# every replica is full: requests back off in the proxy while the replica idles (measured with
+# loadtests/replica_bench.py: 52 rps at c=8, 13 rps at c=32; docs/performance.md,
+# ray-project/ray#52609). 64 held at c=32; it does not change what the autoscaler sees.
+DEFAULT_MAX_ONGOING = 64
 # Ray takes any non-empty app name, and `/<name>` as its route must have no "{", "}" and no
 # trailing "/". We accept what is also one clean URL path segment (RFC 3986's unreserved
 # characters, any case): Ray-valid, and never a route with "/", spaces or escapes.
@@ -141,7 +146,7 @@ TAG_SPECS: dict[str, TagSpec] = {
             _integer(1),
             "a whole number >= 1",
             doc="requests a replica takes at once",
-            default="5, or 2 x max_batch_size when batching",
+            default=f"{DEFAULT_MAX_ONGOING}, or 2 x max_batch_size if larger",
         ),
         _spec(
             "autoscaling_config.min_replicas",
@@ -330,9 +335,10 @@ def parse_tags(tags: Mapping[str, str]) -> tuple[ServeOptions | None, list[str]]
         auto.setdefault("min_replicas", DEFAULT_MIN_REPLICAS)
         auto.setdefault("max_replicas", DEFAULT_MAX_REPLICAS)
         auto.setdefault("target_ongoing_requests", batch or DEFAULT_TARGET_ONGOING)
-    if max_ongoing is None and batch is not None:
-        # Ray's default of 5 ongoing requests per replica would silently cap every batch at 5.
-        max_ongoing = max(RAY_DEFAULT_MAX_ONGOING, 2 * batch)
+    if max_ongoing is None:
+        # Never Ray's 5: it collapses under concurrency behind the classic proxy, and with
+        # batching it would silently cap every batch at 5 requests.
+        max_ongoing = max(DEFAULT_MAX_ONGOING, 2 * batch) if batch else DEFAULT_MAX_ONGOING
     return (
         ServeOptions(
             name=get("name"),

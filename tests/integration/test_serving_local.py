@@ -181,6 +181,10 @@ def test_malformed_requests_get_4xx_and_the_replica_keeps_serving(base_url, iris
 def test_health_version_and_metadata(base_url, iris):
     import sklearn
 
+    _, features, _ = iris
+    one = {"dataframe_split": json.loads(features.iloc[:1].to_json(orient="split", index=False))}
+    assert _post_json(f"{base_url}/invocations", one).status_code == 200
+
     for path in ("ping", "health", "version", "metadata"):
         assert requests.get(f"{base_url}/{path}").status_code == 200, path
     version = requests.get(f"{base_url}/version").json()
@@ -197,6 +201,9 @@ def test_health_version_and_metadata(base_url, iris):
     assert meta["replica"]["pid"] > 0 and meta["replica"]["replica_id"]
     assert meta["args"] == {"mlray_cluster": "local"}
     assert meta["max_request_bytes"] == 1048576
+    stages = meta["timings"]["stages_ms"]
+    assert set(stages) == {"read", "parse", "queue", "predict", "serialize", "total"}
+    assert stages["predict"]["count"] >= 1 and stages["total"]["mean_ms"] > 0
     assert requests.get(f"{base_url}/nope").json()["error_code"] == "ENDPOINT_NOT_FOUND"
 
 
@@ -226,6 +233,15 @@ def test_batching_gives_each_caller_its_own_rows_and_reconfigures_live(base_url,
         assert batching["requests_batched"] == 16
         assert max(int(size) for size in batching["batch_size_histogram"]) > 1, batching
         assert all(int(size) <= 8 for size in batching["batch_size_histogram"])
+        # A request alone on the replica does not wait batch_wait_timeout_s (0.5 s here) for
+        # a batch that cannot fill: it is predicted at once, and counted as a batch of one.
+        before = batching["predicted_at_once"]
+        response = score(requests_rows[0])
+        assert response.status_code == 200, response.text
+        assert response.elapsed.total_seconds() < 0.5, response.elapsed
+        meta = requests.get(f"{url}/metadata").json()
+        assert meta["batching"]["predicted_at_once"] == before + 1
+        assert meta["batching"]["requests_batched"] == 17
 
         # New user_config reaches reconfigure(). (serve.run from Python always starts a new
         # code version, so the replica restarts here; a config deploy through the dashboard

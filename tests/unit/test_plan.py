@@ -106,7 +106,7 @@ def test_app_config_is_ray_schema_with_env_label_and_isolated_pip():
     assert dep["name"] == DEPLOYMENT_NAME
     assert dep["ray_actor_options"] == {"num_cpus": 1.0, "memory": 1024**3}
     assert dep["user_config"] == {"max_batch_size": 8, "batch_wait_timeout_s": 0.01}
-    assert dep["max_ongoing_requests"] == 16
+    assert dep["max_ongoing_requests"] == 64
 
 
 def test_new_model_is_added_and_unmanaged_apps_are_kept_verbatim():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlray.tags import GB, TAG_SPECS, parse_tags, tags_reference_markdown
+from mlray.tags import DEFAULT_MAX_ONGOING, GB, TAG_SPECS, parse_tags, tags_reference_markdown
 
 REQUIRED = {
     "ray.name": "iris",
@@ -32,13 +32,16 @@ def test_required_tags_give_autoscaling_defaults_and_memory_in_bytes():
     assert o.autoscaling == {"min_replicas": 1, "max_replicas": 100, "target_ongoing_requests": 2}
     assert o.num_replicas is None and o.max_batch_size is None
     assert o.user_config == {"max_batch_size": None}
-    assert o.max_ongoing_requests is None  # Ray's default applies without batching
+    # Never Ray's 5, which collapses under concurrency behind the classic proxy.
+    assert o.max_ongoing_requests == DEFAULT_MAX_ONGOING == 64
 
 
 def test_batching_sets_target_and_raises_max_ongoing_so_batches_can_fill():
     o = ok(**{"ray.user_config.max_batch_size": "16"})
     assert o.autoscaling["target_ongoing_requests"] == 16
-    assert o.max_ongoing_requests == 32
+    assert o.max_ongoing_requests == 64  # the default already fits 2 x 16
+    big = ok(**{"ray.user_config.max_batch_size": "48"})
+    assert big.max_ongoing_requests == 96  # 2 x max_batch_size when that is larger
     assert o.user_config == {"max_batch_size": 16, "batch_wait_timeout_s": 0.01}
 
 
