@@ -113,7 +113,7 @@ class ActionRecord(_Record):
 class DeployedApp(AppRecord):
     seconds: float | None = Field(
         description="seconds from applying the config until the app reached its final "
-        "status; null when the deploy did not wait on it"
+        "status; null for an app the deploy did not add or update"
     )
 
 
@@ -268,13 +268,16 @@ def deploy_output(
     """``apps``: the cluster's apps read after the deploy; those the plan keeps are reported."""
     checked = check_output(cluster, assessment, refused, wheels_for)
     kept = {a.name for a in plan.apps if a.action != "remove"}
+    changed = {a.name for a in plan.apps if a.action in ("add", "update")}
     return DeployOutput(
         cluster=cluster,
         dry_run=dry_run,
         applied=applied,
         actions=[action_record(a.name, a.action, a.reason, a.model) for a in plan.apps],
         apps=[
-            DeployedApp(**a.model_dump(), seconds=timeline.get(a.name))
+            DeployedApp(
+                **a.model_dump(), seconds=timeline.get(a.name) if a.name in changed else None
+            )
             for a in apps
             if a.name in kept and not dry_run
         ],

@@ -133,7 +133,7 @@ def test_deploy_record_has_the_plan_and_final_apps_with_seconds():
              source="registry", status="RUNNING", replicas=Replicas(ready=1, target=1),
              endpoint=f"{SERVE}/new/invocations", ingress="proxy", message="")]  # fmt: skip
     rec = deploy_output("py311", plan, assessment=a, refused=[], wheels_for="", dry_run=False,
-                        applied=True, apps=final, timeline={"new": 41.3}, seconds=50.04)  # fmt: skip
+                        applied=True, apps=final, timeline={"new": 41.3, "theirs": 0.0}, seconds=50.04)  # fmt: skip
     acts = {x.app: (x.action, x.model, x.version) for x in rec.actions}
     assert acts["new"] == ("add", "new.staging", "7")
     assert acts["iris"] == ("remove", "iris.staging", "1")
