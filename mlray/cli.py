@@ -8,12 +8,26 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
+
+from pydantic import BaseModel
 
 from mlray import __version__
 from mlray.config import load_config
-from mlray.deploy import Console, Options, check, deploy, status_rows, undeploy
+from mlray.deploy import (
+    Console,
+    Options,
+    check,
+    check_report,
+    check_verdict,
+    deploy,
+    status_records,
+    undeploy,
+    wheels_for,
+)
 from mlray.errors import MlrayError
+from mlray.output import StatusOutput, check_output, deploy_output, render, table_rows
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,13 +39,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log HTTP and MLflow calls")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
+    def command(name: str, help: str, output: bool = False) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help)
         c.add_argument("config", help="path to config.yml")
         c.add_argument("cluster", help="a cluster name from the config")
+        c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+        if output:
+            c.add_argument(
+                "-o",
+                "--output",
+                choices=("text", "json", "yaml"),
+                default="text",
+                help="json or yaml: print a record to stdout (see docs/output.md), "
+                "the human text to stderr",
+            )
         return c
 
-    d = command("deploy", "make the cluster serve exactly the selected models")
+    d = command("deploy", "make the cluster serve exactly the selected models", output=True)
     d.add_argument(
         "--dry-run",
         action="store_true",
@@ -57,14 +81,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--no-cache", action="store_true", help="ignore cached preflight results")
 
-    command("status", "show each Serve app's model, version, status, replicas, endpoint")
+    command(
+        "status", "show each Serve app's model, version, status, replicas, endpoint", output=True
+    )
 
     u = command("undeploy", "remove mlray apps (all of them if no NAME is given)")
     u.add_argument("names", nargs="*", metavar="NAME", help="app names (ray.name) to remove")
     u.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     u.add_argument("--timeout", type=float, default=300.0, metavar="S")
 
-    c = command("check", "validate config, tags, live cluster and wheels; change nothing")
+    c = command(
+        "check", "validate config, tags, live cluster and wheels; change nothing", output=True
+    )
     c.add_argument("--no-cache", action="store_true", help="ignore cached preflight results")
     return p
 
@@ -80,24 +108,42 @@ def _table(rows: list[dict[str, str]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    fmt = getattr(args, "output", "text")
+    # With a record on stdout, everything for people goes to stderr: `... -o json | jq` works.
+    say = Console(sys.stderr if fmt != "text" else sys.stdout, quiet=args.quiet)
+
+    def emit(record: BaseModel) -> None:
+        print(render(record, fmt), flush=True)
+
     cfg = load_config(args.config)
-    say = Console()
     if args.command == "deploy":
-        deploy(
-            cfg,
-            args.cluster,
-            Options(
-                dry_run=args.dry_run,
-                prune_unmanaged=args.prune_unmanaged,
-                skip_invalid=args.skip_invalid,
-                timeout_s=args.timeout,
-                preflight=not args.no_preflight,
-                use_cache=not args.no_cache,
-            ),
-            say,
+        started = time.monotonic()
+        opts = Options(
+            dry_run=args.dry_run,
+            prune_unmanaged=args.prune_unmanaged,
+            skip_invalid=args.skip_invalid,
+            timeout_s=args.timeout,
+            preflight=not args.no_preflight,
+            use_cache=not args.no_cache,
         )
+        report = deploy(cfg, args.cluster, opts, say)
+        if fmt != "text":
+            assert report.plan is not None and report.assessment is not None
+            apps = [] if args.dry_run else status_records(cfg, args.cluster)
+            emit(
+                deploy_output(
+                    args.cluster, report.plan, assessment=report.assessment,
+                    refused=report.refused, wheels_for=wheels_for(cfg, args.cluster),
+                    dry_run=args.dry_run, applied=report.applied, apps=apps,
+                    timeline=report.timeline, seconds=time.monotonic() - started,
+                )
+            )  # fmt: skip
     elif args.command == "status":
-        say(_table(status_rows(cfg, args.cluster)))
+        records = status_records(cfg, args.cluster)
+        if fmt == "text":
+            say.result(_table(table_rows(records)))
+        else:
+            emit(StatusOutput(cluster=args.cluster, apps=records))
     elif args.command == "undeploy":
         undeploy(
             cfg,
@@ -107,7 +153,15 @@ def run(args: argparse.Namespace) -> int:
             say,
         )
     elif args.command == "check":
-        check(cfg, args.cluster, Options(use_cache=not args.no_cache), say)
+        opts = Options(use_cache=not args.no_cache)
+        if fmt == "text":
+            check(cfg, args.cluster, opts, say)
+        else:  # the record first: its problems are the answer, even when the check fails
+            report = check_report(cfg, args.cluster, opts, say)
+            assert report.assessment is not None
+            emit(check_output(args.cluster, report.assessment, report.refused,
+                              wheels_for(cfg, args.cluster)))  # fmt: skip
+            check_verdict(report, say)
     return 0
 
 

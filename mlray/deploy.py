@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
@@ -18,6 +18,7 @@ import yaml
 from mlray import preflight
 from mlray.config import MlrayConfig
 from mlray.errors import ClusterError, ConfigError, DeployFailed, TagError, UsageError
+from mlray.output import AppRecord, app_message, app_records, table_rows
 from mlray.plan import (
     SOURCE_REGISTRY,
     AppPlan,
@@ -60,14 +61,28 @@ class Report:
     refused: list[Skipped] = field(default_factory=list)
     plan: Plan | None = None
     applied: bool = False
+    # app -> seconds from applying the config until it reached its last status seen
+    timeline: dict[str, float] = field(default_factory=dict)
 
 
 class Console:
-    def __init__(self, out: TextIO | None = None):
+    """Where the commands talk to the person: progress lines, and results.
+
+    With ``--output json|yaml`` it writes to stderr, keeping stdout for the record; with
+    ``--quiet`` it drops the progress lines and keeps the results.
+    """
+
+    def __init__(self, out: TextIO | None = None, quiet: bool = False):
         self.out = out or sys.stdout
+        self.quiet = quiet
 
     def __call__(self, line: str = "") -> None:
-        print(line, file=self.out, flush=True)
+        if not self.quiet:
+            print(line, file=self.out, flush=True)
+
+    def result(self, text: str) -> None:
+        """What the command was asked for (a table, a config, a verdict): never dropped."""
+        print(text, file=self.out, flush=True)
 
 
 def _live_facts(dash: RayDashboard, cluster_name: str, cfg: MlrayConfig) -> ClusterFacts:
@@ -179,17 +194,17 @@ def deploy(
             + "\n  - ".join(plan.conflicts)
         )
     if opts.dry_run:
-        say("\nDry run: nothing was changed. The Serve config (`serve deploy` accepts it):\n---")
-        say(to_yaml(plan.config).rstrip())
+        say("\nDry run: nothing was changed. The Serve config (`serve deploy` accepts it):")
+        say.result("---\n" + to_yaml(plan.config).rstrip())
         return report
     if not plan.changes:
         apps = details.get("applications") or {}
         busy = [
             n for n in (c["name"] for _, c in desired) if apps.get(n, {}).get("status") != "RUNNING"
         ]
-        say("\nNothing to change." + (f" Waiting for {', '.join(busy)}." if busy else ""))
+        say.result("\nNothing to change." + (f" Waiting for {', '.join(busy)}." if busy else ""))
         if busy:
-            wait_until_running(dash, plan, opts.timeout_s, say)
+            wait_until_running(dash, plan, opts.timeout_s, say, timeline=report.timeline)
         return report
     if not dash.package_exists(package.uri):
         say(f"Uploading serving code as {package.uri} ({len(package.data)} bytes)")
@@ -197,9 +212,9 @@ def deploy(
     say(f"Applying the Serve config to {cluster_name} ({len(plan.config['applications'])} apps)")
     dash.put_serve_config(plan.config)
     report.applied = True
-    wait_until_running(dash, plan, opts.timeout_s, say)
+    wait_until_running(dash, plan, opts.timeout_s, say, timeline=report.timeline)
     _write_back(registry, plan, desired, cluster_name, cluster.serve_url, say)
-    say(f"Done: {cluster_name} serves {len(desired) + len(held)} model(s).")
+    say.result(f"Done: {cluster_name} serves {len(desired) + len(held)} model(s).")
     return report
 
 
@@ -235,8 +250,12 @@ def wait_until_running(
     say: Console,
     poll_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
+    timeline: dict[str, float] | None = None,
 ) -> None:
-    """Poll until every planned app runs the new config, showing each status change."""
+    """Poll until every planned app runs the new config, showing each status change.
+
+    ``timeline`` gets, per app, the seconds at which it reached its latest status.
+    """
     want = {a["name"]: a for a in plan.config["applications"]}
     gone = {a.name for a in plan.by_action("remove")}
     start = clock()
@@ -254,8 +273,10 @@ def wait_until_running(
             if last.get(name) != status:
                 say(f"  [{clock() - start:5.1f}s] {name}: {status}")
                 last[name] = status
+                if timeline is not None:
+                    timeline[name] = round(clock() - start, 1)
             if status in TERMINAL_BAD:
-                failed.append(f"{name}: {status}: {_app_message(app)}")
+                failed.append(f"{name}: {status}: {app_message(app)}")
             elif status != "RUNNING":
                 pending.append(f"{name} {status}")
         pending += [f"{n} DELETING" for n in gone if n in apps]
@@ -264,7 +285,7 @@ def wait_until_running(
         if not pending:
             return
         if clock() - start > timeout_s:
-            msgs = [f"{n}: {_app_message(apps.get(n) or {})}" for n in want if n in apps]
+            msgs = [f"{n}: {app_message(apps.get(n) or {})}" for n in want if n in apps]
             raise DeployFailed(
                 f"timed out after {timeout_s:.0f}s waiting for: {', '.join(pending)}\n"
                 + "\n".join(f"  {m}" for m in msgs if m.split(": ", 1)[1])
@@ -273,14 +294,6 @@ def wait_until_running(
             say(f"  [{clock() - start:5.1f}s] waiting for {', '.join(pending)}")
             last_beat = clock()
         time.sleep(poll_s)
-
-
-def _app_message(app: dict[str, Any]) -> str:
-    parts = [app.get("message") or ""]
-    for d in (app.get("deployments") or {}).values():
-        if d.get("message"):
-            parts.append(f"{d.get('name')}: {d['message']}")
-    return " | ".join(p for p in parts if p)[:4000]
 
 
 def undeploy(
@@ -299,51 +312,56 @@ def undeploy(
         )
     print_plan(plan, say)
     if opts.dry_run or not plan.changes:
-        say("Nothing was changed." if opts.dry_run else "Nothing to remove.")
+        say.result("Nothing was changed." if opts.dry_run else "Nothing to remove.")
         return plan
     dash.put_serve_config(plan.config)
     wait_until_running(dash, plan, opts.timeout_s, say)
-    say(f"Removed {len(plan.by_action('remove'))} app(s) from {cluster_name}.")
+    say.result(f"Removed {len(plan.by_action('remove'))} app(s) from {cluster_name}.")
     return plan
 
 
 def check(cfg: MlrayConfig, cluster_name: str, opts: Options, say: Console | None = None) -> Report:
     """The preflight alone: everything deploy checks, nothing applied."""
     say = say or Console()
-    report, _, _ = prepare(cfg, cluster_name, opts, say)
+    report = check_report(cfg, cluster_name, opts, say)
+    check_verdict(report, say)
+    return report
+
+
+def check_report(
+    cfg: MlrayConfig, cluster_name: str, opts: Options, say: Console | None = None
+) -> Report:
+    """Every problem of every model: tag errors do not stop the wheels of the others."""
+    say = say or Console()
+    report, _, _ = prepare(cfg, cluster_name, replace(opts, skip_invalid=True), say)
     print_assessment(report, say)
+    return report
+
+
+def check_verdict(report: Report, say: Console) -> None:
+    """Raise for what :func:`check_report` found (exit code 2), or say OK."""
     assert report.assessment is not None
     if report.assessment.problems:
         raise TagError(report.assessment.problems)
     if report.refused:
-        raise UsageError(f"{len(report.refused)} model(s) cannot be installed on {cluster_name}")
-    say(f"OK: {len(report.assessment.ready)} model(s) ready for {cluster_name}.")
-    return report
+        raise UsageError(f"{len(report.refused)} model(s) cannot be installed on {report.cluster}")
+    say.result(f"OK: {len(report.assessment.ready)} model(s) ready for {report.cluster}.")
+
+
+def wheels_for(cfg: MlrayConfig, cluster_name: str) -> str:
+    """What the wheel preflight asks of a model's requirements on this cluster."""
+    cluster = cfg.cluster(cluster_name)
+    return f"wheels for Python {cluster.python} on {cluster.platform}"
+
+
+def status_records(cfg: MlrayConfig, cluster_name: str) -> list[AppRecord]:
+    cluster = cfg.cluster(cluster_name)
+    details = RayDashboard(cluster, cluster_name).serve_details()
+    return app_records(details, cluster.serve_url)
 
 
 def status_rows(cfg: MlrayConfig, cluster_name: str) -> list[dict[str, str]]:
-    cluster = cfg.cluster(cluster_name)
-    details = RayDashboard(cluster, cluster_name).serve_details()
-    rows = []
-    for name, app in sorted((details.get("applications") or {}).items()):
-        conf = app.get("deployed_app_config") or {}
-        args = conf.get("args") or {}
-        running = target = 0
-        for d in (app.get("deployments") or {}).values():
-            target += int(d.get("target_num_replicas") or 0)
-            running += sum(1 for r in d.get("replicas") or [] if r.get("state") == "RUNNING")
-        route = app.get("route_prefix") or conf.get("route_prefix") or ""
-        rows.append(
-            {
-                "APP": name,
-                "MODEL": args.get("model_name", "-") if app_source(conf) else "(not mlray)",
-                "VERSION": str(args.get("model_version", "-")),
-                "STATUS": app.get("status", "?"),
-                "REPLICAS": f"{running}/{target}",
-                "ENDPOINT": f"{cluster.serve_url}{route}/invocations" if route else "-",
-            }
-        )
-    return rows
+    return table_rows(status_records(cfg, cluster_name))
 
 
 def print_assessment(report: Report, say: Console) -> None:

@@ -20,6 +20,7 @@ from mlray import preflight
 from mlray.config import MlrayConfig, load_config
 from mlray.deploy import Console, apply_one, status_rows
 from mlray.errors import MlrayError
+from mlray.payload import scoring_payload
 from mlray.plan import SOURCE_PLUGIN, app_config, app_source, current_apps
 from mlray.ray_api import RayDashboard
 from mlray.registry import Registry
@@ -151,17 +152,9 @@ class RayServeDeploymentClient(BaseDeploymentClient):
                               error_code="RESOURCE_DOES_NOT_EXIST")  # fmt: skip
 
     def predict(self, deployment_name=None, inputs=None, endpoint=None):
-        import pandas as pd
         from mlflow.deployments import PredictionsResponse
 
-        if isinstance(inputs, pd.DataFrame):
-            payload: Any = {"dataframe_split": inputs.to_dict(orient="split")}
-        elif isinstance(inputs, dict) and set(inputs) & {
-            "dataframe_split", "dataframe_records", "instances", "inputs"
-        }:  # fmt: skip
-            payload = inputs
-        else:
-            payload = {"inputs": inputs}
+        payload = scoring_payload(inputs)
         url = f"{self.cluster.serve_url}/{deployment_name}/invocations"
         resp = requests.post(url, json=payload, timeout=120)
         if resp.status_code != 200:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlray.registry import ModelVersionInfo, Unselected
-from mlray.tags import ServeOptions, parse_tags
+from mlray.tags import Problem, ServeOptions, parse_tags
 
 IMPORT_PATH = "mlray.serving.app:build"
 DEPLOYMENT_NAME = "MlflowModel"
@@ -48,7 +48,7 @@ class Assessment:
 
     ready: list[Ready] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)  # tag errors: refuse the deploy
+    problems: list[Problem] = field(default_factory=list)  # tag errors: refuse the deploy
     invalid: set[str] = field(default_factory=set)  # names of models with tag errors
     warnings: list[str] = field(default_factory=list)
 
@@ -88,14 +88,19 @@ def assess(
             continue
         options, problems = parse_tags(m.tags)
         if problems:
-            out.problems.extend(f"{m.label}: {p}" for p in problems)
+            out.problems.extend(p.of(m.name, m.version, m.label) for p in problems)
             out.invalid.add(m.name)
             continue
         assert options is not None
         if options.name in names:
             out.problems.append(
-                f"{m.label}: got ray.name {options.name!r}, already used by {names[options.name]}; "
-                "expected a name unique on the cluster"
+                Problem(
+                    f"got ray.name {options.name!r}, already used by {names[options.name]}; "
+                    "expected a name unique on the cluster",
+                    tag="ray.name",
+                    got=options.name,
+                    expected="a name unique on the cluster",
+                ).of(m.name, m.version, m.label)
             )
             out.invalid.add(m.name)
             continue

@@ -262,16 +262,51 @@ class ServeOptions:
         }
 
 
+class Problem(str):
+    """A problem's sentence, also carrying its parts for ``--output json``.
+
+    A ``str`` so every message, join and test of problems stays as it was.
+    """
+
+    tag: str | None
+    got: str | None
+    expected: str | None
+    model: str | None
+    version: str | None
+
+    def __new__(
+        cls,
+        text: str,
+        *,
+        tag: str | None = None,
+        got: str | None = None,
+        expected: str | None = None,
+        model: str | None = None,
+        version: str | None = None,
+    ) -> Problem:
+        self = super().__new__(cls, text)
+        self.tag, self.got, self.expected = tag, got, expected
+        self.model, self.version = model, version
+        return self
+
+    def of(self, model: str, version: str, label: str) -> Problem:
+        """The same problem, said of one model version."""
+        return Problem(
+            f"{label}: {self}", tag=self.tag, got=self.got, expected=self.expected,
+            model=model, version=version,
+        )  # fmt: skip
+
+
 def _fmt(v: float | int) -> str:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-def parse_tags(tags: Mapping[str, str]) -> tuple[ServeOptions | None, list[str]]:
+def parse_tags(tags: Mapping[str, str]) -> tuple[ServeOptions | None, list[Problem]]:
     """Parse a model's tags. Returns the options (None if any problem) and all problems.
 
     Non-``ray.*`` tags are ignored: the registry holds other teams' tags too.
     """
-    problems: list[str] = []
+    problems: list[Problem] = []
     values: dict[str, Any] = {}
     for key in sorted(tags):
         if not key.startswith(TAG_PREFIX):
@@ -281,17 +316,35 @@ def parse_tags(tags: Mapping[str, str]) -> tuple[ServeOptions | None, list[str]]
         if spec is None:
             hint = _closest(key)
             problems.append(
-                f"got unknown tag {key}"
-                + (f"; did you mean {hint}?" if hint else "; see docs/tags.md for the list")
+                Problem(
+                    f"got unknown tag {key}"
+                    + (f"; did you mean {hint}?" if hint else "; see docs/tags.md for the list"),
+                    tag=key,
+                    got=key,
+                    expected=hint or "a tag listed in docs/tags.md",
+                )
             )
             continue
         try:
             values[key] = spec.parse(raw)
         except (ValueError, json.JSONDecodeError):
-            problems.append(f"got {raw!r} for {key}; expected {spec.expected}")
+            problems.append(
+                Problem(
+                    f"got {raw!r} for {key}; expected {spec.expected}",
+                    tag=key,
+                    got=raw,
+                    expected=spec.expected,
+                )
+            )
     for spec in TAG_SPECS.values():
         if spec.required and spec.key not in tags:
-            problems.append(f"missing required tag {spec.key} ({spec.expected})")
+            problems.append(
+                Problem(
+                    f"missing required tag {spec.key} ({spec.expected})",
+                    tag=spec.key,
+                    expected=spec.expected,
+                )
+            )
 
     def get(k: str) -> Any:
         return values.get(TAG_PREFIX + k)
@@ -299,34 +352,60 @@ def parse_tags(tags: Mapping[str, str]) -> tuple[ServeOptions | None, list[str]]
     auto = {k: get(f"autoscaling_config.{k}") for k in AUTOSCALING_KEYS}
     auto = {k: v for k, v in auto.items() if v is not None}
     if get("num_replicas") is not None and auto:
+        other = f"ray.autoscaling_config.{sorted(auto)[0]}"
         problems.append(
-            f"got both ray.num_replicas and ray.autoscaling_config.{sorted(auto)[0]}; "
-            "expected one of them: a fixed count or autoscaling"
+            Problem(
+                f"got both ray.num_replicas and {other}; "
+                "expected one of them: a fixed count or autoscaling",
+                tag="ray.num_replicas",
+                got=f"ray.num_replicas and {other}",
+                expected="one of them: a fixed count or autoscaling",
+            )
         )
     lo = auto.get("min_replicas", DEFAULT_MIN_REPLICAS)
     hi = auto.get("max_replicas", DEFAULT_MAX_REPLICAS)
     if lo > hi:
         problems.append(
-            f"got min_replicas {lo} > max_replicas {hi} for ray.autoscaling_config; "
-            "expected min_replicas <= max_replicas"
+            Problem(
+                f"got min_replicas {lo} > max_replicas {hi} for ray.autoscaling_config; "
+                "expected min_replicas <= max_replicas",
+                tag="ray.autoscaling_config.min_replicas",
+                got=f"min_replicas {lo} > max_replicas {hi}",
+                expected="min_replicas <= max_replicas",
+            )
         )
     init = auto.get("initial_replicas")
     if init is not None and not lo <= init <= hi:
         problems.append(
-            f"got {init} for ray.autoscaling_config.initial_replicas; "
-            f"expected a count within [{lo}, {hi}]"
+            Problem(
+                f"got {init} for ray.autoscaling_config.initial_replicas; "
+                f"expected a count within [{lo}, {hi}]",
+                tag="ray.autoscaling_config.initial_replicas",
+                got=str(init),
+                expected=f"a count within [{lo}, {hi}]",
+            )
         )
     batch = get("user_config.max_batch_size")
     if batch is None and get("user_config.batch_wait_timeout_s") is not None:
         problems.append(
-            "got ray.user_config.batch_wait_timeout_s without ray.user_config.max_batch_size; "
-            "expected both (max_batch_size turns batching on)"
+            Problem(
+                "got ray.user_config.batch_wait_timeout_s without ray.user_config.max_batch_size; "
+                "expected both (max_batch_size turns batching on)",
+                tag="ray.user_config.batch_wait_timeout_s",
+                got="ray.user_config.batch_wait_timeout_s without ray.user_config.max_batch_size",
+                expected="both (max_batch_size turns batching on)",
+            )
         )
     max_ongoing = get("max_ongoing_requests")
     if batch is not None and max_ongoing is not None and max_ongoing < batch:
         problems.append(
-            f"got {max_ongoing} for ray.max_ongoing_requests below max_batch_size {batch}; "
-            "expected at least the batch size, or batches can never fill"
+            Problem(
+                f"got {max_ongoing} for ray.max_ongoing_requests below max_batch_size {batch}; "
+                "expected at least the batch size, or batches can never fill",
+                tag="ray.max_ongoing_requests",
+                got=str(max_ongoing),
+                expected=f"at least the batch size ({batch}), or batches can never fill",
+            )
         )
     if problems:
         return None, problems

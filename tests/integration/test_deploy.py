@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import requests
+import yaml
 
 from tests import serve_state
 from tests.integration.conftest import RAY_TOKEN, Services
@@ -188,6 +189,34 @@ def test_status_lists_apps_with_model_version_and_endpoint(deployed: Services) -
     out = mlray(deployed, "status").stdout
     assert "iris-a.staging" in out and "RUNNING" in out
     assert f"{deployed.serve_url}/iris-a/invocations" in out
+
+
+def test_status_check_and_deploy_print_json_records_on_stdout(deployed: Services) -> None:
+    apps = {
+        a["name"]: a for a in json.loads(mlray(deployed, "status", "-o", "json").stdout)["apps"]
+    }
+    a = apps["iris-a"]
+    assert (a["model"], a["version"], a["source"], a["status"]) == (
+        "iris-a.staging",
+        "1",
+        "registry",
+        "RUNNING",
+    )
+    assert a["replicas"] == {"ready": 1, "target": 1} and a["ingress"] == "proxy"
+    assert a["endpoint"] == f"{deployed.serve_url}/iris-a/invocations"
+    proc = mlray(deployed, "check", "-o", "json")
+    checked = json.loads(proc.stdout)
+    assert checked["ok"] is True and checked["problems"] == []
+    skipped = {x["model"]: x for x in checked["skipped"]}
+    assert skipped["iris-old.staging"]["version"] == "1"
+    assert "Reading registry" in proc.stderr  # people's text, kept off stdout
+    proc = mlray(deployed, "deploy", "-o", "yaml", "--quiet")
+    assert "Reading registry" not in proc.stderr
+    done = yaml.safe_load(proc.stdout)
+    actions = {x["app"]: x["action"] for x in done["actions"]}
+    assert (actions["iris-a"], actions["iris-b"]) == ("unchanged", "unchanged")
+    final = {x["name"]: x["status"] for x in done["apps"]}
+    assert (final["iris-a"], final["iris-b"]) == ("RUNNING", "RUNNING")
 
 
 def test_mlflow_deployments_plugin_lists_and_predicts(deployed: Services) -> None:
