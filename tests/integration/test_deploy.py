@@ -214,9 +214,9 @@ def test_status_check_and_deploy_print_json_records_on_stdout(deployed: Services
     assert "Reading registry" not in proc.stderr
     done = yaml.safe_load(proc.stdout)
     actions = {x["app"]: x["action"] for x in done["actions"]}
-    assert (actions["iris-a"], actions["iris-b"]) == ("unchanged", "unchanged")
+    assert (actions["iris-a"], actions[APP_B]) == ("unchanged", "unchanged")
     final = {x["name"]: x["status"] for x in done["apps"]}
-    assert (final["iris-a"], final["iris-b"]) == ("RUNNING", "RUNNING")
+    assert (final["iris-a"], final[APP_B]) == ("RUNNING", "RUNNING")
 
 
 def test_mlflow_deployments_plugin_lists_and_predicts(deployed: Services) -> None:
