@@ -77,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to wait for every app to be RUNNING (default 600)",
     )
     d.add_argument(
+        "--unschedulable-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="give up when Ray has said for S seconds that replicas cannot be scheduled "
+        "(default 60; 0: wait for --timeout)",
+    )
+    d.add_argument(
         "--no-preflight", action="store_true", help="skip the wheel preflight (not recommended)"
     )
     d.add_argument("--no-cache", action="store_true", help="ignore cached preflight results")
@@ -125,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             preflight=not args.no_preflight,
             use_cache=not args.no_cache,
+            unschedulable_timeout_s=args.unschedulable_timeout,
         )
         report = deploy(cfg, args.cluster, opts, say)
         if fmt != "text":
@@ -160,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             report = check_report(cfg, args.cluster, opts, say)
             assert report.assessment is not None
             emit(check_output(args.cluster, report.assessment, report.refused,
-                              wheels_for(cfg, args.cluster)))  # fmt: skip
+                              wheels_for(cfg, args.cluster), report.capacity))  # fmt: skip
             check_verdict(report, say)
     return 0
 

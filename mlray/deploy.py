@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from mlray import preflight
+from mlray import capacity, preflight
 from mlray.config import MlrayConfig
 from mlray.errors import ClusterError, ConfigError, DeployFailed, TagError, UsageError
 from mlray.output import AppRecord, app_message, app_records, table_rows
@@ -37,6 +37,7 @@ from mlray.plan import (
 from mlray.ray_api import ClusterFacts, RayDashboard
 from mlray.registry import Registry
 from mlray.serving_package import build_serving_package
+from mlray.tags import Problem
 
 TERMINAL_BAD = ("DEPLOY_FAILED",)
 
@@ -49,6 +50,8 @@ class Options:
     timeout_s: float = 600.0
     preflight: bool = True
     use_cache: bool = True
+    # seconds Ray may report replicas as unschedulable before the wait gives up; 0: never
+    unschedulable_timeout_s: float = 60.0
 
 
 @dataclass
@@ -60,6 +63,8 @@ class Report:
     assessment: Assessment | None = None
     refused: list[Skipped] = field(default_factory=list)
     plan: Plan | None = None
+    # the plan asks more CPU/memory/GPU than the cluster has, and it cannot add nodes
+    capacity: list[Problem] = field(default_factory=list)
     applied: bool = False
     # app -> seconds from applying the config until it reached its last status seen
     timeline: dict[str, float] = field(default_factory=dict)
@@ -161,31 +166,10 @@ def deploy(
 ) -> Report:
     say = say or Console()
     report, dash, registry = prepare(cfg, cluster_name, opts, say)
-    assert report.assessment is not None
     cluster = cfg.cluster(cluster_name)
     package = build_serving_package()
-    desired = [
-        (
-            r.model,
-            app_config(
-                r.model,
-                r.options,
-                tracking_uri=cfg.cluster_tracking_uri(cluster_name),
-                serving_uri=package.uri,
-            ),
-        )
-        for r in report.assessment.ready
-    ]
-    details = dash.serve_details()
+    desired, details, plan = _plan(cfg, cluster_name, report, dash, opts, package.uri)
     held = _held_apps(report, details)
-    plan = plan_deploy(
-        desired,
-        details,
-        prune_unmanaged=opts.prune_unmanaged,
-        http_options=cluster.http_options,
-        hold=held,
-    )
-    report.plan = plan
     print_assessment(report, say)
     print_plan(plan, say)
     if plan.conflicts:
@@ -193,6 +177,13 @@ def deploy(
             "refusing to overwrite apps mlray does not manage:\n  - "
             + "\n  - ".join(plan.conflicts)
         )
+    if plan.changes:
+        fit_check(dash, report, plan, details, say)
+        if report.capacity:
+            raise UsageError(
+                "the plan does not fit the cluster; nothing was changed:\n  - "
+                + "\n  - ".join(report.capacity)
+            )
     if opts.dry_run:
         say("\nDry run: nothing was changed. The Serve config (`serve deploy` accepts it):")
         say.result("---\n" + to_yaml(plan.config).rstrip())
@@ -204,7 +195,10 @@ def deploy(
         ]
         say.result("\nNothing to change." + (f" Waiting for {', '.join(busy)}." if busy else ""))
         if busy:
-            wait_until_running(dash, plan, opts.timeout_s, say, timeline=report.timeline)
+            wait_until_running(
+                dash, plan, opts.timeout_s, say, timeline=report.timeline,
+                unschedulable_s=opts.unschedulable_timeout_s,
+            )  # fmt: skip
         return report
     if not dash.package_exists(package.uri):
         say(f"Uploading serving code as {package.uri} ({len(package.data)} bytes)")
@@ -212,10 +206,91 @@ def deploy(
     say(f"Applying the Serve config to {cluster_name} ({len(plan.config['applications'])} apps)")
     dash.put_serve_config(plan.config)
     report.applied = True
-    wait_until_running(dash, plan, opts.timeout_s, say, timeline=report.timeline)
+    wait_until_running(
+        dash, plan, opts.timeout_s, say, timeline=report.timeline,
+        unschedulable_s=opts.unschedulable_timeout_s,
+    )  # fmt: skip
     _write_back(registry, plan, desired, cluster_name, cluster.serve_url, say)
     say.result(f"Done: {cluster_name} serves {len(desired) + len(held)} model(s).")
     return report
+
+
+def _plan(
+    cfg: MlrayConfig,
+    cluster_name: str,
+    report: Report,
+    dash: RayDashboard,
+    opts: Options,
+    serving_uri: str,
+) -> tuple[list[tuple[Any, dict[str, Any]]], dict[str, Any], Plan]:
+    """The desired apps, the cluster's Serve details and the plan between them."""
+    assert report.assessment is not None
+    desired = [
+        (
+            r.model,
+            app_config(
+                r.model,
+                r.options,
+                tracking_uri=cfg.cluster_tracking_uri(cluster_name),
+                serving_uri=serving_uri,
+            ),
+        )
+        for r in report.assessment.ready
+    ]
+    details = dash.serve_details()
+    plan = plan_deploy(
+        desired,
+        details,
+        prune_unmanaged=opts.prune_unmanaged,
+        http_options=cfg.cluster(cluster_name).http_options,
+        hold=_held_apps(report, details),
+    )
+    report.plan = plan
+    return desired, details, plan
+
+
+def fit_check(
+    dash: RayDashboard, report: Report, plan: Plan, details: dict[str, Any], say: Console
+) -> None:
+    """Add up what the whole config to PUT asks for; compare with the cluster's totals.
+
+    Without an autoscaler a plan that does not fit would only wait for its timeout, so it
+    goes to ``report.capacity`` (refused); with one (or when unknown), it is a warning.
+    """
+    kept = {a.name for a in plan.apps if a.action in ("keep", "unchanged")}
+    effective = {
+        name: {
+            d: dep.get("deployment_config") or {}
+            for d, dep in (app.get("deployments") or {}).items()
+        }
+        for name, app in (details.get("applications") or {}).items()
+        if name in kept
+    }
+    short = capacity.shortfalls(capacity.asks(plan.config, effective), dash.cluster_resources())
+    if not short:
+        return
+    autoscaler = dash.autoscaler()
+    found = [
+        Problem(
+            capacity.refusal(s, report.cluster, autoscaler),
+            tag=s.resource,
+            got=s.amount(s.asked),
+            expected=f"at most {s.amount(s.available)}",
+        )
+        for s in short
+    ]
+    if autoscaler is False:
+        report.capacity = found
+        return
+    assert report.assessment is not None
+    for p in found:
+        note = (
+            "deploying anyway: an autoscaler may add nodes"
+            if autoscaler
+            else ("deploying anyway: could not tell whether the cluster autoscales")
+        )
+        report.assessment.warnings.append(f"{p} ({note})")
+        say(f"warning  {p} ({note})")
 
 
 def _write_back(
@@ -251,20 +326,26 @@ def wait_until_running(
     poll_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
     timeline: dict[str, float] | None = None,
+    unschedulable_s: float = 60.0,
 ) -> None:
     """Poll until every planned app runs the new config, showing each status change.
 
+    A waiting app's message from Ray is shown when it changes: it says why (pip install,
+    resources). When Ray has said for ``unschedulable_s`` (0: never) that an app's replicas
+    cannot be scheduled, waiting longer will not help: fail now rather than at the timeout.
     ``timeline`` gets, per app, the seconds at which it reached its latest status.
     """
     want = {a["name"]: a for a in plan.config["applications"]}
     gone = {a.name for a in plan.by_action("remove")}
     start = clock()
     last: dict[str, str] = {}
+    said: dict[str, str] = {}
+    stuck_since: dict[str, float] = {}
     last_beat = start
     while True:
         details = dash.serve_details()
         apps = details.get("applications") or {}
-        pending, failed = [], []
+        pending, failed, stuck = [], [], []
         for name, cfg in want.items():
             app = apps.get(name) or {}
             status = app.get("status", "NOT_STARTED")
@@ -275,13 +356,29 @@ def wait_until_running(
                 last[name] = status
                 if timeline is not None:
                     timeline[name] = round(clock() - start, 1)
+            message = app_message(app) if status != "RUNNING" else ""
+            if message and said.get(name) != message:
+                say(f"  [{clock() - start:5.1f}s] {name}: {message}")
+            said[name] = message
             if status in TERMINAL_BAD:
                 failed.append(f"{name}: {status}: {app_message(app)}")
             elif status != "RUNNING":
                 pending.append(f"{name} {status}")
+                if capacity.unschedulable(message):
+                    since = stuck_since.setdefault(name, clock())
+                    if unschedulable_s > 0 and clock() - since >= unschedulable_s:
+                        stuck.append(f"{name}: {message}")
+                else:
+                    stuck_since.pop(name, None)
         pending += [f"{n} DELETING" for n in gone if n in apps]
         if failed:
             raise DeployFailed("deploy failed:\n  - " + "\n  - ".join(failed))
+        if stuck:
+            raise DeployFailed(
+                f"Ray could not schedule the replicas for {unschedulable_s:.0f}s "
+                "(--unschedulable-timeout); giving up before the timeout. Lower the resources "
+                "or replicas, or add nodes:\n  - " + "\n  - ".join(stuck)
+            )
         if not pending:
             return
         if clock() - start > timeout_s:
@@ -333,8 +430,13 @@ def check_report(
 ) -> Report:
     """Every problem of every model: tag errors do not stop the wheels of the others."""
     say = say or Console()
-    report, _, _ = prepare(cfg, cluster_name, replace(opts, skip_invalid=True), say)
+    report, dash, _ = prepare(cfg, cluster_name, replace(opts, skip_invalid=True), say)
     print_assessment(report, say)
+    # Only resources matter here: a placeholder for the serving package's URI will do.
+    _, details, plan = _plan(cfg, cluster_name, report, dash, opts, "gcs://_ray_pkg_check.zip")
+    fit_check(dash, report, plan, details, say)
+    for p in report.capacity:
+        say(f"refused  {p}")
     return report
 
 
@@ -345,6 +447,10 @@ def check_verdict(report: Report, say: Console) -> None:
         raise TagError(report.assessment.problems)
     if report.refused:
         raise UsageError(f"{len(report.refused)} model(s) cannot be installed on {report.cluster}")
+    if report.capacity:
+        raise UsageError(
+            "the models do not fit the cluster:\n  - " + "\n  - ".join(report.capacity)
+        )
     say.result(f"OK: {len(report.assessment.ready)} model(s) ready for {report.cluster}.")
 
 

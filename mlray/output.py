@@ -95,7 +95,8 @@ class CheckOutput(_Record):
     ready: list[ModelRef] = Field(description="models a deploy would serve")
     skipped: list[SkippedRecord] = Field(description="selected models meant for another cluster")
     problems: list[ProblemRecord] = Field(
-        description="invalid tags and uninstallable requirements; any makes the exit code 2"
+        description="invalid tags, uninstallable requirements, and resources the cluster "
+        "lacks (tag: CPU, memory or GPU); any makes the exit code 2"
     )
     warnings: list[str] = Field(description="served anyway, but worth knowing")
 
@@ -237,11 +238,19 @@ def action_record(app: str, action: str, reason: str, model_label: str) -> Actio
 
 
 def check_output(
-    cluster: str, assessment: Assessment, refused: list[Skipped], wheels_for: str
+    cluster: str,
+    assessment: Assessment,
+    refused: list[Skipped],
+    wheels_for: str,
+    capacity: list[Problem] | None = None,
 ) -> CheckOutput:
-    """``wheels_for``: what the preflight needed, e.g. "wheels for Python 3.11 on linux_x86_64"."""
+    """``wheels_for``: what the preflight needed, e.g. "wheels for Python 3.11 on linux_x86_64".
+
+    ``capacity``: the plan asks more than the cluster has (tag: the resource, e.g. CPU).
+    """
     problems = [problem_record(p) for p in assessment.problems]
     problems += [refused_record(s, wheels_for) for s in refused]
+    problems += [problem_record(p) for p in capacity or []]
     return CheckOutput(
         cluster=cluster,
         ok=not problems,

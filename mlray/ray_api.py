@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from mlray.capacity import cluster_totals, has_autoscaler
 from mlray.config import ClusterConfig
 from mlray.errors import ClusterError
 
@@ -117,6 +118,18 @@ class RayDashboard:
         """Replace the cluster's whole Serve config (apps not listed are removed)."""
         body = json.dumps(config, sort_keys=False).encode()
         self._json("PUT", SERVE_API, data=body, headers={"Content-Type": "application/json"})
+
+    # -- resources: does the plan fit? ---------------------------------------------------
+    def cluster_resources(self) -> dict[str, float]:
+        """The alive nodes' total resources (``GET /nodes?view=summary``), e.g. CPU, memory."""
+        return cluster_totals(self._json("GET", "/nodes", params={"view": "summary"}) or {})
+
+    def autoscaler(self) -> bool | None:
+        """Whether the cluster can add nodes (``GET /api/cluster_status``); None: unknown."""
+        try:
+            return has_autoscaler(self._json("GET", "/api/cluster_status") or {})
+        except ClusterError:
+            return None  # only decides refuse-or-warn; never fail a deploy for it
 
     # -- packages (the mechanism Ray's job submission uses for working_dir/py_modules) -----
     def package_exists(self, uri: str) -> bool:
