@@ -258,14 +258,8 @@ def _resolve(client: str, server: str, network: str) -> str:
     crashes in an empty root file system, hence nslookup + nc.
     """
     backend = engine.engine_info().network_backend
-    lookup = _probe_run(client, network, "nslookup", server)
-    address = _answer(lookup.stdout)
-    if lookup.returncode != 0 or not address:
-        said = " ".join(lookup.stdout.split()[-6:]) or lookup.stderr.strip()[-200:]
-        raise TestbedError(
-            f"got no DNS answer for {server} inside a container on network {network} (network "
-            f"backend {backend}; nslookup said: {said}); expected container names to resolve"
-        )
+    where = f"on network {network} (network backend {backend})"
+    address = _lookup(server, network, where, "container names to resolve")
     request = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {address} {PROBE_PORT}"
     fetch = _probe_run(client, network, "sh", "-c", request)
     if fetch.stdout.strip().splitlines()[-1:] != ["ok"]:
@@ -276,10 +270,28 @@ def _resolve(client: str, server: str, network: str) -> str:
     return f"{server} is {address} by name, and answers there"
 
 
-def _probe_run(name: str, network: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+def _lookup(name: str, network: str | None, where: str, wanted: str) -> str:
+    """The address busybox's nslookup finds for `name` in a probe container (None: Podman's
+    default network), or an error saying what it said instead."""
+    lookup = _probe_run(None, network, "nslookup", name)
+    address = _answer(lookup.stdout)
+    if lookup.returncode != 0 or not address:
+        said = " ".join(lookup.stdout.split()[-8:]) or lookup.stderr.strip()[-200:]
+        raise TestbedError(
+            f"got no DNS answer for {name} inside a container {where}; nslookup said: {said}; "
+            f"expected {wanted}"
+        )
+    return address
+
+
+def _probe_run(
+    name: str | None, network: str | None, *cmd: str
+) -> subprocess.CompletedProcess[str]:
+    named = ("--name", name) if name else ()
+    net = ("--network", network) if network else ()
     return engine.run_podman(
-        "run", "--rm", "--name", name, "--label", f"{LABEL}=1", "--network", network,
-        PROBE_IMAGE, *cmd, check=False, timeout=STEP_TIMEOUT,
+        "run", "--rm", *named, "--label", f"{LABEL}=1", *net, PROBE_IMAGE, *cmd,
+        check=False, timeout=STEP_TIMEOUT,
     )  # fmt: skip
 
 
@@ -302,17 +314,8 @@ def _outbound() -> str:
         socket.getaddrinfo(host, 443)
     except OSError:
         return f"not checked: this host itself cannot resolve {host} (offline?)"
-    lookup = engine.run_podman(
-        "run", "--rm", "--label", f"{LABEL}=1", PROBE_IMAGE, "nslookup", host,
-        check=False, timeout=STEP_TIMEOUT,
-    )  # fmt: skip
-    address = _answer(lookup.stdout)
-    if lookup.returncode != 0 or not address:
-        said = " ".join(lookup.stdout.split()[-8:]) or lookup.stderr.strip()[-200:]
-        raise TestbedError(
-            f"got no DNS answer for {host} inside a container on Podman's default network "
-            f"(nslookup said: {said}); expected what the host resolves, as image builds need"
-        )
+    where, wanted = "on Podman's default network", "what the host resolves (image builds need it)"
+    _lookup(host, None, where, wanted)
     return f"{host} resolves on the default network (image builds' RUN steps)"
 
 
