@@ -18,6 +18,7 @@ import yaml
 from mlray import capacity, preflight
 from mlray.config import MlrayConfig
 from mlray.errors import ClusterError, ConfigError, DeployFailed, TagError, UsageError
+from mlray.live import AppBoard, AppRow, app_row, live_terminal
 from mlray.output import AppRecord, app_message, app_records, table_rows
 from mlray.plan import (
     SOURCE_REGISTRY,
@@ -84,6 +85,11 @@ class Console:
     def __call__(self, line: str = "") -> None:
         if not self.quiet:
             print(line, file=self.out, flush=True)
+
+    @property
+    def live(self) -> bool:
+        """Progress shown in place (a terminal), rather than as plain timestamped lines."""
+        return live_terminal(self.out, self.quiet)
 
     def result(self, text: str) -> None:
         """What the command was asked for (a table, a config, a verdict): never dropped."""
@@ -337,15 +343,41 @@ def wait_until_running(
     """
     want = {a["name"]: a for a in plan.config["applications"]}
     gone = {a.name for a in plan.by_action("remove")}
+    board = AppBoard(say.out) if say.live else None
+    plain = say if board is None else (lambda line="": None)
+    try:
+        _wait_loop(
+            dash, want, gone, timeout_s, plain, board, poll_s, clock, timeline, unschedulable_s
+        )
+    finally:
+        if board is not None:
+            board.stop()
+
+
+def _wait_loop(
+    dash: RayDashboard,
+    want: dict[str, dict[str, Any]],
+    gone: set[str],
+    timeout_s: float,
+    say: Callable[..., None],
+    board: AppBoard | None,
+    poll_s: float,
+    clock: Callable[[], float],
+    timeline: dict[str, float] | None,
+    unschedulable_s: float,
+) -> None:
     start = clock()
     last: dict[str, str] = {}
     said: dict[str, str] = {}
     stuck_since: dict[str, float] = {}
+    shown: dict[str, str] = {}  # the live row's message: Ray's last one while not RUNNING
+    reached: dict[str, float] = {}  # when an app reached RUNNING: its row's clock stops
     last_beat = start
     while True:
         details = dash.serve_details()
         apps = details.get("applications") or {}
         pending, failed, stuck = [], [], []
+        rows: list[AppRow] = []
         for name, cfg in want.items():
             app = apps.get(name) or {}
             status = app.get("status", "NOT_STARTED")
@@ -360,6 +392,13 @@ def wait_until_running(
             if message and said.get(name) != message:
                 say(f"  [{clock() - start:5.1f}s] {name}: {message}")
             said[name] = message
+            if status == "RUNNING":
+                reached.setdefault(name, clock() - start)
+            else:
+                reached.pop(name, None)
+                shown[name] = message or shown.get(name, "")
+            elapsed = reached.get(name, clock() - start)
+            rows.append(app_row(name, status, app, elapsed, shown.get(name, "")))
             if status in TERMINAL_BAD:
                 failed.append(f"{name}: {status}: {app_message(app)}")
             elif status != "RUNNING":
@@ -371,6 +410,9 @@ def wait_until_running(
                 else:
                     stuck_since.pop(name, None)
         pending += [f"{n} DELETING" for n in gone if n in apps]
+        rows += [app_row(n, "DELETING", apps[n], clock() - start, "") for n in gone if n in apps]
+        if board is not None:
+            board.update(rows)
         if failed:
             raise DeployFailed("deploy failed:\n  - " + "\n  - ".join(failed))
         if stuck:

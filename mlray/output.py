@@ -167,6 +167,15 @@ def app_message(app: Mapping[str, Any]) -> str:
     return " | ".join(p for p in parts if p)[:4000]
 
 
+def replica_counts(app: Mapping[str, Any]) -> tuple[int, int]:
+    """Replicas RUNNING and replicas Serve aims for, summed over the app's deployments."""
+    ready = target = 0
+    for d in (app.get("deployments") or {}).values():
+        target += int(d.get("target_num_replicas") or 0)
+        ready += sum(1 for r in d.get("replicas") or [] if r.get("state") == "RUNNING")
+    return ready, target
+
+
 def app_records(details: Mapping[str, Any], serve_url: str) -> list[AppRecord]:
     """Every app of ``GET /api/serve/applications/``, as status records."""
     out = []
@@ -174,10 +183,7 @@ def app_records(details: Mapping[str, Any], serve_url: str) -> list[AppRecord]:
         conf = app.get("deployed_app_config") or {}
         args = conf.get("args") or {}
         source = app_source(conf)
-        ready = target = 0
-        for d in (app.get("deployments") or {}).values():
-            target += int(d.get("target_num_replicas") or 0)
-            ready += sum(1 for r in d.get("replicas") or [] if r.get("state") == "RUNNING")
+        ready, target = replica_counts(app)
         route = app.get("route_prefix") or conf.get("route_prefix") or ""
         version = args.get("model_version")
         out.append(

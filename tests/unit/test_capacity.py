@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
@@ -182,7 +183,8 @@ def run_wait(frames, unschedulable_s=60.0, timeout_s=600.0):
 
     sleep, d.time.sleep = d.time.sleep, lambda s: None  # type: ignore[assignment]
     try:
-        wait_until_running(FakeDash([f(cfg) for f in frames], clock), plan, timeout_s, Say(),
+        wait_until_running(FakeDash([f(cfg) for f in frames], clock), plan, timeout_s,
+                           Say(io.StringIO()),
                            clock=clock, unschedulable_s=unschedulable_s)  # fmt: skip
     finally:
         d.time.sleep = sleep  # type: ignore[assignment]
