@@ -20,7 +20,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from mlray.live import build_stage, live_terminal, render_build_line
 from testbed.engine import podman_binary, run_podman
 from testbed.errors import TestbedError
 from testbed.spec import REPO_ROOT, TestbedSpec
@@ -242,20 +244,90 @@ def _label(ref: str) -> str | None:
 _OUTPUT_LOCK = threading.Lock()
 
 
+class _BuildBoard:
+    """On a terminal: one line per image being built, its current stage and elapsed time.
+
+    Shared by the build threads; rich's Live draws it on stderr and prints other stderr
+    lines (``[testbed] ...``) above it. The last frame stays on screen when builds end.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[str, list[Any]] = {}  # image -> [stage, started, finished or None]
+        self.live: Any = None
+
+    def begin(self, image: str) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        with self.lock:
+            self.rows[image] = ["starting", time.monotonic(), None]
+            if self.live is None:
+                console = Console(file=sys.stderr, force_terminal=True)
+                self.live = Live(get_renderable=self._render, console=console,
+                                 refresh_per_second=2, redirect_stderr=True)  # fmt: skip
+                self.live.start()
+
+    def line(self, image: str, line: str) -> None:
+        with self.lock:
+            self.rows[image][0] = build_stage(line, self.rows[image][0])
+
+    def end(self, image: str, outcome: str) -> None:
+        with self.lock:
+            row = self.rows[image]
+            row[0], row[2] = f"{outcome} ({row[0]})", time.monotonic()
+            if self.live is not None and all(r[2] is not None for r in self.rows.values()):
+                self.live.stop()  # draws the last frame, which stays
+                self.live, self.rows = None, {}
+
+    def _render(self) -> Any:  # a rich renderable
+        from rich.text import Text
+
+        width = self.live.console.width if self.live is not None else 80
+        now = time.monotonic()
+        return Text(
+            "\n".join(
+                render_build_line(image, stage, (done or now) - started, width)
+                for image, (stage, started, done) in list(self.rows.items())
+            )
+        )
+
+
+_BOARD = _BuildBoard()
+
+
 def _stream(cmd: list[str], what: str, prefix: str) -> None:
     """Run a long step with its output streamed (progress), keeping the tail for errors.
 
-    Lines carry a prefix because builds for several Pythons run at once.
+    Lines carry a prefix because builds for several Pythons run at once. On a terminal, one
+    live line per image shows its stage instead, and the full output goes to a log file.
     """
     tail: list[str] = []
-    with subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as proc:
+    live = live_terminal(sys.stderr)
+    log_path = Path(tempfile.gettempdir()) / f"mlray-build-{prefix.replace(':', '-')}.log"
+    if live:
+        _say(f"{prefix}: full build log in {log_path}")
+    with (
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ) as proc,
+        open(log_path if live else os.devnull, "w") as log,
+    ):
         assert proc.stdout is not None
-        for line in proc.stdout:
-            with _OUTPUT_LOCK:
-                sys.stderr.write(f"  {prefix} | {line}")
-            tail = [*tail[-79:], line.rstrip()]
+        if live:
+            _BOARD.begin(prefix)
+        try:
+            for line in proc.stdout:
+                if live:
+                    log.write(line)
+                    _BOARD.line(prefix, line)
+                else:
+                    with _OUTPUT_LOCK:
+                        sys.stderr.write(f"  {prefix} | {line}")
+                tail = [*tail[-79:], line.rstrip()]
+        finally:
+            if live:
+                _BOARD.end(prefix, "done" if proc.wait() == 0 else "FAILED")
     if proc.returncode != 0:
         joined = "\n".join(tail)
         raise TestbedError(f"got exit {proc.returncode} from {what}; expected success:\n{joined}")

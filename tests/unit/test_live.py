@@ -119,3 +119,16 @@ def test_replica_counts_sum_running_over_deployments():
         "B": {"target_num_replicas": 1, "replicas": [{"state": "RUNNING"}]},
     }}  # fmt: skip
     assert replica_counts(a) == (2, 3)
+
+
+def test_testbed_builds_off_a_tty_keep_the_prefixed_lines(capsys: pytest.CaptureFixture[str]):
+    import sys
+
+    from testbed.images import _stream
+
+    cmd = [sys.executable, "-c", "print('STEP 1/2: FROM x'); print('noise')"]
+    _stream(cmd, what="build x", prefix="mlray-ray:py3.11")
+    assert capsys.readouterr().err.splitlines() == [
+        "  mlray-ray:py3.11 | STEP 1/2: FROM x",
+        "  mlray-ray:py3.11 | noise",
+    ]
