@@ -172,7 +172,8 @@ def cluster_totals(nodes_summary: Mapping[str, Any]) -> dict[str, float]:
     return totals
 
 
-_READONLY_NODE_TYPE = re.compile(r"^node_[0-9a-f]+$")
+# `node_<hex id>`; the dashboard camel-cases dict keys, so as a key it reads `node22Da93...`.
+_READONLY_NODE_TYPE = re.compile(r"^node_?[0-9a-f]+$", re.IGNORECASE)
 
 
 def has_autoscaler(cluster_status: Mapping[str, Any]) -> bool | None:
@@ -188,7 +189,8 @@ def has_autoscaler(cluster_status: Mapping[str, Any]) -> bool | None:
     report = status.get("autoscalerReport")
     if not isinstance(report, Mapping):
         return None
-    types: set[str] = set()
+    # nodeTypeMapping's values are node types as Ray wrote them (values are not camel-cased).
+    types: set[str] = {str(t) for t in (report.get("nodeTypeMapping") or {}).values()}
     for key in ("activeNodes", "idleNodes", "pendingLaunches"):
         types |= set((report.get(key) or {}).keys())
     for key in ("pendingNodes", "failedNodes"):

@@ -222,3 +222,32 @@ def test_check_output_lists_capacity_as_problems():
     assert not rec.ok
     (r,) = rec.problems
     assert (r.tag, r.got, r.expected, r.model) == ("CPU", "2.5 CPU", "at most 2.0 CPU", None)
+
+
+# The autoscaler report of the testbed's py311 cluster (two plain `ray start` nodes, Ray 2.60),
+# trimmed: the dashboard camel-cases the keys of activeNodes, not nodeTypeMapping's values.
+TESTBED_REPORT = {
+    "activeNodes": {
+        "node22Da9325318E9A96B173F8Fd3357B94Fa8E0Bb0Ecd0D4E1223E11B4D": 1,
+        "nodeA07Da307Cc57Bfc79D9108344990A99D02A500Be234Cbaeea1748E0F": 1,
+    },
+    "idleNodes": None,
+    "pendingNodes": [],
+    "pendingLaunches": {},
+    "failedNodes": [],
+    "nodeTypeMapping": {
+        "22da9325318e9a96b173f8fd3357b94fa8e0bb0ecd0d4e1223e11b4d": (
+            "node_22da9325318e9a96b173f8fd3357b94fa8e0bb0ecd0d4e1223e11b4d"
+        ),
+        "a07da307cc57bfc79d9108344990a99d02a500be234cbaeea1748e0f": (
+            "node_a07da307cc57bfc79d9108344990a99d02a500be234cbaeea1748e0f"
+        ),
+    },
+    "legacy": True,
+}
+
+
+def test_a_cluster_of_plain_ray_start_nodes_has_no_autoscaler():
+    """Found by the e2e run: camel-cased keys read as autoscaler node types."""
+    status = {"data": {"clusterStatus": {"autoscalerReport": TESTBED_REPORT}}}
+    assert has_autoscaler(status) is False
