@@ -6,8 +6,9 @@
 # gives CNI without DNS), runc, debootstrap for offline base images, busybox-static for the
 # engine check, uidmap/slirp4netns for rootless use, and a tools venv with nox; writes the
 # containers.conf drop-in this host needs (only where needed); puts the venv on PATH and execs
-# the arguments from the repo root. Not root? It re-runs itself with sudo. Safe to rerun: it
-# only installs what is missing. Needs no stdin (CI=true works).
+# the arguments from the repo root. Not root? It re-runs itself with sudo (MLRAY_SETUP_NO_SUDO=1
+# runs it as you, for rootless hosts already set up). Safe to rerun: it only installs what is
+# missing. Needs no stdin (CI=true works).
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ] && [ -z "${MLRAY_SETUP_NO_SUDO:-}" ]; then
