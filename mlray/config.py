@@ -79,6 +79,14 @@ class ClusterConfig(_Strict):
         description="MLflow URI as reached from inside the cluster, when it differs from "
         "the CLI host's (e.g. a container name). Default: mlflow.tracking_uri.",
     )
+    serving_code: Literal["mlflow", "gcs"] = Field(
+        default="mlflow",
+        description="Where the apps fetch mlray's serving code from. 'mlflow': MLflow's "
+        "artifact store over HTTP (needs `mlflow server --serve-artifacts`, the default); "
+        "it survives head restarts and serves new clusters. 'gcs': the Ray head's GCS, for "
+        "tracking servers without an artifact proxy; gone after a head restart without GCS "
+        "fault tolerance, until the next deploy.",
+    )
     http_options: dict[str, Any] | None = Field(
         default=None,
         description="Passed to Serve's http_options (e.g. {host: 0.0.0.0, port: 8000}). "

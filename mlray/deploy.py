@@ -37,7 +37,7 @@ from mlray.plan import (
 )
 from mlray.ray_api import ClusterFacts, RayDashboard
 from mlray.registry import Registry
-from mlray.serving_package import build_serving_package
+from mlray.serving_package import ServingPackage, build_serving_package, publish_serving_package
 from mlray.tags import Problem
 
 TERMINAL_BAD = ("DEPLOY_FAILED",)
@@ -174,7 +174,9 @@ def deploy(
     report, dash, registry = prepare(cfg, cluster_name, opts, say)
     cluster = cfg.cluster(cluster_name)
     package = build_serving_package()
-    desired, details, plan = _plan(cfg, cluster_name, report, dash, opts, package.uri)
+    desired, details, plan = _plan(
+        cfg, cluster_name, report, dash, opts, serving_uri(cfg, cluster_name, package)
+    )
     held = _held_apps(report, details)
     print_assessment(report, say)
     print_plan(plan, say)
@@ -206,9 +208,7 @@ def deploy(
                 unschedulable_s=opts.unschedulable_timeout_s,
             )  # fmt: skip
         return report
-    if not dash.package_exists(package.uri):
-        say(f"Uploading serving code as {package.uri} ({len(package.data)} bytes)")
-        dash.upload_package(package.uri, package.data)
+    ship_serving_code(cfg, cluster_name, dash, package, say)
     say(f"Applying the Serve config to {cluster_name} ({len(plan.config['applications'])} apps)")
     dash.put_serve_config(plan.config)
     report.applied = True
@@ -219,6 +219,25 @@ def deploy(
     _write_back(registry, plan, desired, cluster_name, cluster.serve_url, say)
     say.result(f"Done: {cluster_name} serves {len(desired) + len(held)} model(s).")
     return report
+
+
+def serving_uri(cfg: MlrayConfig, cluster_name: str, package: ServingPackage) -> str:
+    """The py_modules URI of the serving code, as the cluster's nodes will fetch it."""
+    store = cfg.cluster(cluster_name).serving_code
+    return package.uri(store, cfg.cluster_tracking_uri(cluster_name))
+
+
+def ship_serving_code(
+    cfg: MlrayConfig, cluster_name: str, dash: RayDashboard, package: ServingPackage, say: Console
+) -> None:
+    """Put the serving code where ``serving_uri`` points, unless it is already there."""
+    if cfg.cluster(cluster_name).serving_code == "gcs":
+        if not dash.package_exists(package.gcs_uri):
+            say(f"Uploading serving code as {package.gcs_uri} ({len(package.data)} bytes)")
+            dash.upload_package(package.gcs_uri, package.data)
+    elif publish_serving_package(package, cfg.tracking_uri):
+        uri = serving_uri(cfg, cluster_name, package)
+        say(f"Stored serving code in MLflow's artifact store: {uri} ({len(package.data)} bytes)")
 
 
 def _plan(
@@ -474,8 +493,8 @@ def check_report(
     say = say or Console()
     report, dash, _ = prepare(cfg, cluster_name, replace(opts, skip_invalid=True), say)
     print_assessment(report, say)
-    # Only resources matter here: a placeholder for the serving package's URI will do.
-    _, details, plan = _plan(cfg, cluster_name, report, dash, opts, "gcs://_ray_pkg_check.zip")
+    uri = serving_uri(cfg, cluster_name, build_serving_package())
+    _, details, plan = _plan(cfg, cluster_name, report, dash, opts, uri)
     fit_check(dash, report, plan, details, say)
     for p in report.capacity:
         say(f"refused  {p}")
@@ -580,9 +599,7 @@ def apply_one(
     if not plan.changes:
         return plan
     if app is not None:
-        package = build_serving_package()
-        if not dash.package_exists(package.uri):
-            dash.upload_package(package.uri, package.data)
+        ship_serving_code(cfg, cluster_name, dash, build_serving_package(), say)
     dash.put_serve_config(plan.config)
     wait_until_running(dash, plan, timeout_s, say)
     return plan

@@ -18,12 +18,13 @@ from mlflow.exceptions import MlflowException
 
 from mlray import preflight
 from mlray.config import MlrayConfig, load_config
-from mlray.deploy import Console, apply_one, status_rows
+from mlray.deploy import Console, apply_one, serving_uri, status_rows
 from mlray.errors import MlrayError
 from mlray.payload import scoring_payload
 from mlray.plan import SOURCE_PLUGIN, app_config, app_source, current_apps
 from mlray.ray_api import RayDashboard
 from mlray.registry import Registry
+from mlray.serving_package import build_serving_package
 from mlray.tags import TAG_PREFIX, TAG_SPECS, parse_tags
 
 _SHORT = {k.rsplit(".", 1)[-1]: k for k in TAG_SPECS}
@@ -108,15 +109,12 @@ class RayServeDeploymentClient(BaseDeploymentClient):
             )
         return app_config(
             model, options, tracking_uri=self.cfg.cluster_tracking_uri(self.cluster_name),
-            serving_uri="", source=SOURCE_PLUGIN,
+            serving_uri=serving_uri(self.cfg, self.cluster_name, build_serving_package()),
+            source=SOURCE_PLUGIN,
         )  # fmt: skip
 
     def _apply(self, name: str, app: dict[str, Any] | None) -> None:
         try:
-            if app is not None:
-                from mlray.serving_package import build_serving_package
-
-                app["runtime_env"]["py_modules"] = [build_serving_package().uri]
             apply_one(self.cfg, self.cluster_name, name, app, say=Console())
         except MlrayError as e:
             raise _user_error(e) from None

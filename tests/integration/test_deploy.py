@@ -95,6 +95,18 @@ def test_predictions_equal_in_process_pyfunc(deployed: Services, app: str, model
     np.testing.assert_array_equal(np.asarray(resp.json()["predictions"]), np.asarray(expected))
 
 
+def test_apps_fetch_the_serving_code_from_mlflows_artifact_store(deployed: Services) -> None:
+    """Not from the head's GCS: what a restarted head or a new cluster can fetch again."""
+    from mlray.serving_package import build_serving_package
+
+    package = build_serving_package()
+    uri = package.http_uri(deployed.tracking_uri)
+    for app in ("iris-a", APP_B):
+        assert deployed_configs(deployed)[app]["runtime_env"]["py_modules"] == [uri]
+    stored = requests.get(uri, timeout=30)
+    assert stored.status_code == 200 and stored.content == package.data
+
+
 def test_redeploy_without_changes_restarts_nothing(deployed: Services) -> None:
     before = replica_ids(deployed)
     proc = mlray(deployed, "deploy")
