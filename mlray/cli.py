@@ -22,6 +22,7 @@ from mlray.deploy import (
     check_report,
     check_verdict,
     deploy,
+    describe_ingress,
     status_records,
     undeploy,
     wheels_for,
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         report = deploy(cfg, args.cluster, opts, say)
         if fmt != "text":
             assert report.plan is not None and report.assessment is not None
-            apps = [] if args.dry_run else status_records(cfg, args.cluster)
+            apps = [] if args.dry_run else status_records(cfg, args.cluster)[1]
             emit(
                 deploy_output(
                     args.cluster, report.plan, assessment=report.assessment,
@@ -148,11 +149,12 @@ def run(args: argparse.Namespace) -> int:
                 )
             )  # fmt: skip
     elif args.command == "status":
-        records = status_records(cfg, args.cluster)
+        ingress, records = status_records(cfg, args.cluster)
         if fmt == "text":
+            say(f"Ingress: {describe_ingress(ingress)}")
             say.result(_table(table_rows(records)))
         else:
-            emit(StatusOutput(cluster=args.cluster, apps=records))
+            emit(StatusOutput(cluster=args.cluster, ingress=ingress, apps=records))
     elif args.command == "undeploy":
         undeploy(
             cfg,
@@ -169,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
             report = check_report(cfg, args.cluster, opts, say)
             assert report.assessment is not None
             emit(check_output(args.cluster, report.assessment, report.refused,
-                              wheels_for(cfg, args.cluster), report.capacity))  # fmt: skip
+                              wheels_for(cfg, args.cluster), report.capacity,
+                              report.ingress))  # fmt: skip
             check_verdict(report, say)
     return 0
 

@@ -19,7 +19,14 @@ from mlray import capacity, preflight
 from mlray.config import MlrayConfig
 from mlray.errors import ClusterError, ConfigError, DeployFailed, TagError, UsageError
 from mlray.live import AppBoard, AppRow, app_row, live_terminal
-from mlray.output import AppRecord, app_message, app_records, table_rows
+from mlray.output import (
+    AppRecord,
+    Ingress,
+    app_message,
+    app_records,
+    ingress_mode,
+    table_rows,
+)
 from mlray.plan import (
     SOURCE_REGISTRY,
     AppPlan,
@@ -69,6 +76,7 @@ class Report:
     applied: bool = False
     # app -> seconds from applying the config until it reached its last status seen
     timeline: dict[str, float] = field(default_factory=dict)
+    ingress: Ingress = "unknown"
 
 
 class Console:
@@ -495,6 +503,8 @@ def check_report(
     print_assessment(report, say)
     uri = serving_uri(cfg, cluster_name, build_serving_package())
     _, details, plan = _plan(cfg, cluster_name, report, dash, opts, uri)
+    report.ingress = ingress_mode(details, dash.haproxy_actors())
+    say(f"  Ingress: {describe_ingress(report.ingress)}")
     fit_check(dash, report, plan, details, say)
     for p in report.capacity:
         say(f"refused  {p}")
@@ -521,14 +531,26 @@ def wheels_for(cfg: MlrayConfig, cluster_name: str) -> str:
     return f"wheels for Python {cluster.python} on {cluster.platform}"
 
 
-def status_records(cfg: MlrayConfig, cluster_name: str) -> list[AppRecord]:
+def describe_ingress(mode: Ingress) -> str:
+    return {
+        "haproxy": "haproxy (Ray Serve's HAProxy ingress)",
+        "proxy": "proxy (Ray Serve's classic HTTP proxy; docs/performance.md: HAProxy is faster)",
+        "mixed": "mixed (some nodes run HAProxy, some the classic proxy)",
+        "unknown": "unknown (Serve is not running yet)",
+    }[mode]
+
+
+def status_records(cfg: MlrayConfig, cluster_name: str) -> tuple[Ingress, list[AppRecord]]:
+    """The cluster's ingress mode, and a record per Serve app."""
     cluster = cfg.cluster(cluster_name)
-    details = RayDashboard(cluster, cluster_name).serve_details()
-    return app_records(details, cluster.serve_url)
+    dash = RayDashboard(cluster, cluster_name)
+    details = dash.serve_details()
+    ingress = ingress_mode(details, dash.haproxy_actors())
+    return ingress, app_records(details, cluster.serve_url, ingress)
 
 
 def status_rows(cfg: MlrayConfig, cluster_name: str) -> list[dict[str, str]]:
-    return table_rows(status_records(cfg, cluster_name))
+    return table_rows(status_records(cfg, cluster_name)[1])
 
 
 def print_assessment(report: Report, say: Console) -> None:

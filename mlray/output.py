@@ -22,6 +22,13 @@ from mlray.tags import Problem
 OutputFormat = Literal["text", "json", "yaml"]
 _LABEL = re.compile(r"^(?P<name>.+) v(?P<version>\d+)$")
 
+Ingress = Literal["haproxy", "proxy", "mixed", "unknown"]
+INGRESS_DOC = (
+    "how requests enter the cluster: 'haproxy' (Ray Serve's HAProxy ingress, "
+    "RAY_SERVE_ENABLE_HA_PROXY=1 on every node), 'proxy' (Serve's classic Python HTTP proxy), "
+    "'mixed' (nodes differ), 'unknown' (Serve is not running yet)"
+)
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -54,9 +61,7 @@ class AppRecord(_Record):
     endpoint: str | None = Field(
         description="URL of the app's /invocations; null when it has no route"
     )
-    ingress: str = Field(
-        description="how requests reach the replicas: 'proxy' (Ray Serve's HTTP proxy)"
-    )
+    ingress: Ingress = Field(description=INGRESS_DOC)
     message: str = Field(description="Serve's messages for the app and its deployments; '' if none")
 
 
@@ -64,6 +69,7 @@ class StatusOutput(_Record):
     """``mlray status --output json``."""
 
     cluster: str = Field(description="cluster name from the config")
+    ingress: Ingress = Field(description=INGRESS_DOC)
     apps: list[AppRecord] = Field(description="every Serve application, sorted by name")
 
 
@@ -91,6 +97,7 @@ class CheckOutput(_Record):
     """``mlray check --output json``: printed even when the check fails (exit code 2)."""
 
     cluster: str = Field(description="cluster name from the config")
+    ingress: Ingress = Field(description=INGRESS_DOC)
     ok: bool = Field(description="true when nothing would stop a deploy (exit code 0)")
     ready: list[ModelRef] = Field(description="models a deploy would serve")
     skipped: list[SkippedRecord] = Field(description="selected models meant for another cluster")
@@ -148,9 +155,20 @@ SCHEMAS: dict[str, type[BaseModel]] = {
 
 
 # -- conversions (pure) ---------------------------------------------------------------------
-def ingress_mode(details: Mapping[str, Any], app: Mapping[str, Any]) -> str:
-    """How requests reach the app: Ray Serve's default HTTP proxy, for now always."""
-    return "proxy"
+def ingress_mode(details: Mapping[str, Any], haproxy_actors: set[str]) -> Ingress:
+    """Which ingress the cluster's Serve proxies run, from the proxies Serve reports.
+
+    In HAProxy mode Serve keeps the proxy's actor name and runs ``HAProxyManager`` under
+    it; ``haproxy_actors`` are the names of the live actors of that class.
+    """
+    names = {p.get("actor_name") for p in (details.get("proxies") or {}).values()}
+    names.discard(None)
+    if not names:
+        return "unknown"
+    on_haproxy = names & haproxy_actors
+    if on_haproxy == names:
+        return "haproxy"
+    return "mixed" if on_haproxy else "proxy"
 
 
 def split_label(label: str) -> tuple[str, str | None]:
@@ -176,7 +194,9 @@ def replica_counts(app: Mapping[str, Any]) -> tuple[int, int]:
     return ready, target
 
 
-def app_records(details: Mapping[str, Any], serve_url: str) -> list[AppRecord]:
+def app_records(
+    details: Mapping[str, Any], serve_url: str, ingress: Ingress = "unknown"
+) -> list[AppRecord]:
     """Every app of ``GET /api/serve/applications/``, as status records."""
     out = []
     for name, app in sorted((details.get("applications") or {}).items()):
@@ -195,7 +215,7 @@ def app_records(details: Mapping[str, Any], serve_url: str) -> list[AppRecord]:
                 status=app.get("status", "?"),
                 replicas=Replicas(ready=ready, target=target),
                 endpoint=f"{serve_url}{route}/invocations" if route else None,
-                ingress=ingress_mode(details, app),
+                ingress=ingress,
                 message=app_message(app),
             )
         )
@@ -249,6 +269,7 @@ def check_output(
     refused: list[Skipped],
     wheels_for: str,
     capacity: list[Problem] | None = None,
+    ingress: Ingress = "unknown",
 ) -> CheckOutput:
     """``wheels_for``: what the preflight needed, e.g. "wheels for Python 3.11 on linux_x86_64".
 
@@ -259,6 +280,7 @@ def check_output(
     problems += [problem_record(p) for p in capacity or []]
     return CheckOutput(
         cluster=cluster,
+        ingress=ingress,
         ok=not problems,
         ready=[ModelRef(model=r.model.name, version=r.model.version) for r in assessment.ready],
         skipped=[skipped_record(s) for s in assessment.skipped],

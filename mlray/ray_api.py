@@ -131,6 +131,18 @@ class RayDashboard:
         except ClusterError:
             return None  # only decides refuse-or-warn; never fail a deploy for it
 
+    def haproxy_actors(self) -> set[str]:
+        """Names of the live ``HAProxyManager`` actors (Ray's state API); empty if none."""
+        params = {
+            "filter_keys": ["class_name", "state"],
+            "filter_predicates": ["=", "="],
+            "filter_values": ["HAProxyManager", "ALIVE"],
+            "limit": 1000,
+        }
+        data = self._json("GET", "/api/v0/actors", params=params) or {}
+        rows = ((data.get("data") or {}).get("result") or {}).get("result") or []
+        return {r["name"] for r in rows if r.get("name")}
+
     # -- packages (the mechanism Ray's job submission uses for working_dir/py_modules) -----
     def package_exists(self, uri: str) -> bool:
         protocol, name = _split_uri(uri)

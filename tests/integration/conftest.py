@@ -26,6 +26,9 @@ import yaml
 BIN = Path(sys.executable).parent
 RAY_TOKEN = secrets.token_hex(16)
 TOKEN_ENV = "MLRAY_IT_RAY_TOKEN"
+# Serve's classic proxy here, HAProxy in the testbed (e2e): each suite covers one ingress.
+# MLRAY_IT_INGRESS=haproxy runs this suite through HAProxy too.
+INGRESS = os.environ.get("MLRAY_IT_INGRESS", "proxy")
 
 
 def free_port() -> int:
@@ -114,11 +117,14 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """A real single-node Ray cluster, as `ray start --head` makes on a VM."""
     dash_port, gcs_port, serve_port = free_port(), free_port(), free_port()
-    tmp = Path("/tmp/ray-mlray-it")  # Ray's socket paths must stay short
+    # Short (Ray's socket paths must stay short), and one per test process: _stop_ray stops
+    # the processes naming this dir, so two sessions on one host must not share it.
+    tmp = Path(f"/tmp/ray-it-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     # Token auth as Ray >= 2.60 enables it by default; mlray must send the token.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": RAY_TOKEN}  # fmt: skip
+           "RAY_AUTH_TOKEN": RAY_TOKEN,
+           "RAY_SERVE_ENABLE_HA_PROXY": "1" if INGRESS == "haproxy" else "0"}  # fmt: skip
     cmd = [str(BIN / "ray"), "start", "--head", "--port", str(gcs_port),
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port),
            "--num-cpus", "4", "--temp-dir", str(tmp), "--disable-usage-stats"]  # fmt: skip
@@ -130,6 +136,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, in
         yield url, serve_port
     finally:
         _stop_ray(tmp)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

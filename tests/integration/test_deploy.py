@@ -13,7 +13,7 @@ import requests
 import yaml
 
 from tests import serve_state
-from tests.integration.conftest import RAY_TOKEN, Services
+from tests.integration.conftest import INGRESS, RAY_TOKEN, Services
 from tests.integration.models import (
     base_tags,
     iris,
@@ -204,9 +204,9 @@ def test_status_lists_apps_with_model_version_and_endpoint(deployed: Services) -
 
 
 def test_status_check_and_deploy_print_json_records_on_stdout(deployed: Services) -> None:
-    apps = {
-        a["name"]: a for a in json.loads(mlray(deployed, "status", "-o", "json").stdout)["apps"]
-    }
+    status = json.loads(mlray(deployed, "status", "-o", "json").stdout)
+    assert status["ingress"] == INGRESS  # read from the live cluster, not assumed
+    apps = {a["name"]: a for a in status["apps"]}
     a = apps["iris-a"]
     assert (a["model"], a["version"], a["source"], a["status"]) == (
         "iris-a.staging",
@@ -214,11 +214,12 @@ def test_status_check_and_deploy_print_json_records_on_stdout(deployed: Services
         "registry",
         "RUNNING",
     )
-    assert a["replicas"] == {"ready": 1, "target": 1} and a["ingress"] == "proxy"
+    assert a["replicas"] == {"ready": 1, "target": 1} and a["ingress"] == INGRESS
     assert a["endpoint"] == f"{deployed.serve_url}/iris-a/invocations"
     proc = mlray(deployed, "check", "-o", "json")
     checked = json.loads(proc.stdout)
     assert checked["ok"] is True and checked["problems"] == []
+    assert checked["ingress"] == INGRESS and f"Ingress: {INGRESS}" in proc.stderr
     skipped = {x["model"]: x for x in checked["skipped"]}
     assert skipped["iris-old.staging"]["version"] == "1"
     assert "Reading registry" in proc.stderr  # people's text, kept off stdout

@@ -17,6 +17,7 @@ from mlray.output import (
     app_records,
     check_output,
     deploy_output,
+    ingress_mode,
     json_schemas,
     reference_markdown,
     render,
@@ -58,7 +59,8 @@ def test_app_records_from_serve_details():
     )
     assert iris.replicas == Replicas(ready=1, target=2)
     assert iris.endpoint == f"{SERVE}/iris/invocations"
-    assert iris.ingress == "proxy"
+    assert iris.ingress == "unknown"  # the cluster's mode is the caller's to pass
+    assert {r.ingress for r in app_records(details(), SERVE, "haproxy")} == {"haproxy"}
     assert iris.message == "MlflowModel: scaling up"
     assert (
         recs["by-plugin"].source == "plugin"
@@ -157,6 +159,31 @@ def test_json_and_yaml_carry_the_same_record():
     )
 
 
+PROXIES = {
+    "n1": {"actor_name": "SERVE_PROXY_ACTOR-n1"},
+    "n2": {"actor_name": "SERVE_PROXY_ACTOR-n2"},
+}
+
+
+@pytest.mark.parametrize(
+    "haproxy,expected",
+    [
+        ({"SERVE_PROXY_ACTOR-n1", "SERVE_PROXY_ACTOR-n2"}, "haproxy"),
+        ({"SERVE_PROXY_ACTOR-n1"}, "mixed"),
+        (set(), "proxy"),
+        ({"SERVE_PROXY_ACTOR-elsewhere"}, "proxy"),
+    ],
+)
+def test_ingress_mode_from_the_proxies_serve_reports(haproxy, expected):
+    """In HAProxy mode Serve names the HAProxyManager actor like the proxy it replaces."""
+    assert ingress_mode({"proxies": PROXIES}, haproxy) == expected
+
+
+def test_ingress_is_unknown_before_serve_runs():
+    assert ingress_mode({"proxies": {}}, {"SERVE_PROXY_ACTOR-n1"}) == "unknown"
+    assert ingress_mode({}, set()) == "unknown"
+
+
 def test_schema_is_pinned():
     """Changing a record changes scripts' contract: regenerate on purpose with
     `python -m mlray.output > tests/unit/output_schema.json` (add fields; never rename)."""
@@ -169,10 +196,13 @@ def test_output_docs_match_the_records():
 
 # -- the CLI: records on stdout, people's text on stderr, exit codes unchanged ------------------
 def test_status_json_goes_to_stdout_alone(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "status_records", lambda cfg, c: app_records(details(), SERVE))
+    monkeypatch.setattr(
+        cli, "status_records", lambda cfg, c: ("proxy", app_records(details(), SERVE, "proxy"))
+    )
     assert cli.main(["status", CONFIG, "py311", "--output", "json"]) == 0
     out = capsys.readouterr()
     data = json.loads(out.out)
+    assert data["ingress"] == "proxy"
     assert data["cluster"] == "py311" and [a["name"] for a in data["apps"]] == [
         "by-plugin",
         "iris",
@@ -182,7 +212,9 @@ def test_status_json_goes_to_stdout_alone(monkeypatch, capsys):
 
 
 def test_status_text_is_the_table_even_when_quiet(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "status_records", lambda cfg, c: app_records(details(), SERVE))
+    monkeypatch.setattr(
+        cli, "status_records", lambda cfg, c: ("proxy", app_records(details(), SERVE, "proxy"))
+    )
     assert cli.main(["status", CONFIG, "py311", "-q"]) == 0
     assert "iris.staging" in capsys.readouterr().out
 
