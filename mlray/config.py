@@ -210,6 +210,16 @@ class KubernetesSettings(_Strict):
                 raise ValueError(f"env var names like PIP_INDEX_URL, not {key!r}")
         return v
 
+    @model_validator(mode="after")
+    def _token_auth_needs_ray_2_52(self) -> KubernetesSettings:
+        """KubeRay refuses a RayService with token auth on an older Ray: say so here."""
+        if self.auth == "token" and tuple(map(int, self.ray_version.split("."))) < (2, 52, 0):
+            raise ValueError(
+                f"ray_version {self.ray_version} at least 2.52.0 with auth: token "
+                "(or auth: disabled)"
+            )
+        return self
+
 
 class ClusterConfig(_Strict):
     dashboard_url: str = Field(

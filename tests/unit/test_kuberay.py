@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -235,3 +236,29 @@ def test_defaults_follow_the_testbed():
         assert kuberay.default_image(py) == ray_tag(py)
     assert cluster().kubernetes is None
     assert kuberay.settings(cluster()).ray_version == load_spec().ray_version
+
+
+@pytest.mark.parametrize("settings", [None, FULL], ids=["defaults", "full"])
+def test_kuberays_own_checks_beyond_the_schema(settings):
+    """The operator's own checks that the CRD schema cannot express, for what the manifest
+    sets (ray-operator/controllers/ray/utils/validation.go at v1.7.0)."""
+    m = kuberay.rayservice("py311", cluster(settings), SERVE_YAML)
+    name = m["metadata"]["name"]
+    assert len(name) <= 47 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name)  # DNS-1035
+    rc = m["spec"]["rayClusterConfig"]
+    if rc["authOptions"]["mode"] == "token":  # token auth needs rayVersion >= 2.52.0
+        assert tuple(map(int, rc["rayVersion"].split("."))) >= (2, 52, 0)
+        assert "enableK8sTokenAuth" not in rc["authOptions"]  # refused for a RayService
+    head = rc["headGroupSpec"]["template"]["spec"]["containers"][0]
+    # the Serve Service is built from the head container's port named `serve`
+    assert any(p["name"] == "serve" for p in head["ports"])
+    assert "headService" not in rc["headGroupSpec"]
+    for group in rc["workerGroupSpecs"]:
+        assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+    assert m["spec"]["upgradeStrategy"]["type"] in ("NewCluster", "None")
+
+
+def test_token_auth_on_a_ray_kuberay_refuses_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"ray_version 2\.50\.0 at least 2\.52\.0"):
+        cluster({"ray_version": "2.50.0"})
+    assert kuberay.settings(cluster({"ray_version": "2.50.0", "auth": "disabled"}))
