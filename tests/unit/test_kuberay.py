@@ -25,7 +25,8 @@ from mlray.preflight import Target
 from testbed.images import DEBIAN_SUITES, ray_tag
 from testbed.spec import load_spec
 
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMAS = ROOT / "tests" / "unit" / "schemas"
 CRD_SCHEMA = SCHEMAS / f"rayservice-v1-kuberay-{kuberay.KUBERAY_VERSION}.json"
 KUBERNETES_VERSION = "1.33"  # a version KubeRay 1.7 supports, in kubernetes-validate's set
 SERVE_YAML = "applications:\n- name: iris\n  route_prefix: /iris\n  import_path: a.b:c\n"
@@ -235,7 +236,10 @@ def test_defaults_follow_the_testbed():
     for py in ("3.11", "3.13"):
         assert kuberay.default_image(py) == ray_tag(py)
     assert cluster().kubernetes is None
-    assert kuberay.settings(cluster()).ray_version == load_spec().ray_version
+    assert (
+        kuberay.settings(cluster()).ray_version
+        == load_spec(ROOT / "testbed" / "testbed.yml").ray_version
+    )
 
 
 @pytest.mark.parametrize("settings", [None, FULL], ids=["defaults", "full"])
