@@ -10,6 +10,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -27,7 +28,8 @@ from mlray.deploy import (
     undeploy,
     wheels_for,
 )
-from mlray.errors import MlrayError
+from mlray.errors import MlrayError, UsageError
+from mlray.export import export_rayservice
 from mlray.output import StatusOutput, check_output, deploy_output, render, table_rows
 
 
@@ -66,11 +68,6 @@ def _parser() -> argparse.ArgumentParser:
         "--prune-unmanaged", action="store_true", help="also remove Serve apps mlray did not deploy"
     )
     d.add_argument(
-        "--skip-invalid",
-        action="store_true",
-        help="deploy the valid models even if others have tag errors",
-    )
-    d.add_argument(
         "--timeout",
         type=float,
         default=600.0,
@@ -85,10 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         help="give up when Ray has said for S seconds that replicas cannot be scheduled "
         "(default 60; 0: wait for --timeout)",
     )
-    d.add_argument(
-        "--no-preflight", action="store_true", help="skip the wheel preflight (not recommended)"
-    )
-    d.add_argument("--no-cache", action="store_true", help="ignore cached preflight results")
+    _model_checks(d, "deploy")
 
     command(
         "status", "show each Serve app's model, version, status, replicas, endpoint", output=True
@@ -99,11 +93,51 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     u.add_argument("--timeout", type=float, default=300.0, metavar="S")
 
+    e = command("export", "write the plan as a KubeRay RayService manifest; needs no Ray cluster")
+    e.add_argument(
+        "--format",
+        choices=("rayservice",),
+        default="rayservice",
+        help="what to write: a KubeRay RayService (the only format yet)",
+    )
+    e.add_argument(
+        "-o",
+        "--output-file",
+        metavar="FILE",
+        help="write the manifest to FILE instead of stdout (progress goes to stderr)",
+    )
+    _model_checks(e, "export")
+
     c = command(
         "check", "validate config, tags, live cluster and wheels; change nothing", output=True
     )
     c.add_argument("--no-cache", action="store_true", help="ignore cached preflight results")
     return p
+
+
+def _model_checks(c: argparse.ArgumentParser, verb: str) -> None:
+    """The flags deploy and export share: both run the same checks of the models."""
+    c.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help=f"{verb} the valid models even if others have tag errors",
+    )
+    c.add_argument(
+        "--no-preflight", action="store_true", help="skip the wheel preflight (not recommended)"
+    )
+    c.add_argument("--no-cache", action="store_true", help="ignore cached preflight results")
+
+
+def _write_manifest(text: str, path: str | None, say: Console) -> None:
+    if not path:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        raise UsageError(f"cannot write the manifest to {path}: {e.strerror}") from None
+    say(f"Wrote {path}")
 
 
 def _table(rows: list[dict[str, str]]) -> str:
@@ -118,8 +152,10 @@ def _table(rows: list[dict[str, str]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     fmt = getattr(args, "output", "text")
-    # With a record on stdout, everything for people goes to stderr: `... -o json | jq` works.
-    say = Console(sys.stderr if fmt != "text" else sys.stdout, quiet=args.quiet)
+    # With a record on stdout, everything for people goes to stderr: `... -o json | jq` works,
+    # and so does `mlray export ... | kubectl apply -f -`.
+    to_stderr = fmt != "text" or args.command == "export"
+    say = Console(sys.stderr if to_stderr else sys.stdout, quiet=args.quiet)
 
     def emit(record: BaseModel) -> None:
         print(render(record, fmt), flush=True)
@@ -163,6 +199,14 @@ def run(args: argparse.Namespace) -> int:
             Options(dry_run=args.dry_run, timeout_s=args.timeout),
             say,
         )
+    elif args.command == "export":
+        opts = Options(
+            skip_invalid=args.skip_invalid,
+            preflight=not args.no_preflight,
+            use_cache=not args.no_cache,
+        )
+        _, manifest = export_rayservice(cfg, args.cluster, opts, say)
+        _write_manifest(manifest, args.output_file, say)
     elif args.command == "check":
         opts = Options(use_cache=not args.no_cache)
         if fmt == "text":

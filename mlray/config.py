@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlray.errors import ConfigError
 
@@ -44,6 +44,181 @@ class Selection(_Strict):
         "Unset: serve the latest (highest-numbered) version.",
         pattern=r"^[A-Za-z0-9_-]+$",
     )
+
+
+# Kubernetes' own syntax rules, so `kubectl apply` never rejects what `mlray export` wrote.
+_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_LABEL_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class PodSize(_Strict):
+    """One Ray pod's CPU and memory: its Kubernetes requests and limits alike.
+
+    Ray reads the container's limits as the node's resources, and equal requests keep the
+    pod from being evicted under memory pressure.
+    """
+
+    cpu: str = Field(
+        default="2",
+        description="Kubernetes CPU quantity, e.g. 2 or 500m.",
+        pattern=_QUANTITY,
+        max_length=20,
+    )
+    memory: str = Field(
+        default="4Gi",
+        description="Kubernetes memory quantity, e.g. 4Gi or 8G.",
+        pattern=_QUANTITY,
+        max_length=20,
+    )
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _number_as_quantity(cls, v: Any) -> Any:
+        """YAML reads `cpu: 2` as a number; Kubernetes wants the quantity as a string."""
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _positive(cls, v: str) -> str:
+        if float(re.match(r"[0-9.]+", v).group()) <= 0:  # type: ignore[union-attr]
+            raise ValueError("a quantity above zero")
+        return v
+
+
+class WorkerGroupSize(PodSize):
+    min_replicas: int = Field(
+        default=1, ge=0, le=1000, description="Worker pods Ray's autoscaler keeps at least."
+    )
+    max_replicas: int = Field(
+        default=4, ge=1, le=1000, description="Worker pods Ray's autoscaler may scale up to."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorkerGroupSize:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) at most max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class KubernetesSettings(_Strict):
+    """The cluster half of ``mlray export --format rayservice`` (a KubeRay RayService)."""
+
+    name: str | None = Field(
+        default=None,
+        description="The RayService's name. Default: the cluster's name. KubeRay wants a "
+        "DNS-1035 label of at most 47 characters (it appends suffixes for its RayClusters).",
+        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+        max_length=47,
+    )
+    namespace: str | None = Field(
+        default=None,
+        description="The RayService's namespace. Unset: kubectl's current one (or -n).",
+        pattern=_DNS_LABEL,
+        max_length=63,
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels on the RayService and on its Ray pods.",
+        max_length=64,
+    )
+    image: str | None = Field(
+        default=None,
+        description="The Ray image of every pod: ray[serve] and mlflow on the cluster's "
+        "Python. Default: the testbed's image for that Python, localhost/mlray-ray:py<python> "
+        "(build it from docker/ray.Dockerfile and push it to a registry the cluster pulls from).",
+        min_length=1,
+        max_length=500,
+        pattern=r"^\S+$",
+    )
+    ray_version: str = Field(
+        default="2.60.0",
+        description="The Ray version in the image (KubeRay's rayVersion; token auth needs "
+        ">= 2.52).",
+        pattern=r"^\d+\.\d+\.\d+$",
+    )
+    glibc: str | None = Field(
+        default=None,
+        description="The image's glibc, for the wheel preflight. Default: the testbed "
+        "image's Debian for that Python (3.9: 2.31, 3.11: 2.36, 3.13: 2.41), else "
+        "manylinux2014's 2.17.",
+        pattern=r"^2\.\d{1,2}$",
+    )
+    head: PodSize = Field(default_factory=PodSize, description="The head pod's CPU and memory.")
+    worker: WorkerGroupSize = Field(
+        default_factory=WorkerGroupSize,
+        description="The worker pods' CPU and memory, and the autoscaler's replica range.",
+    )
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP",
+        description="Type of the Serve Service (<name>-serve-svc) clients reach the models by.",
+    )
+    ha_proxy: bool = Field(
+        default=True,
+        description="Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1 on every Ray "
+        "container); the image needs haproxy >= 2.8 on PATH.",
+    )
+    auth: Literal["token", "disabled"] = Field(
+        default="token",
+        description="Ray's token auth (KubeRay authOptions.mode). The token lives in a "
+        "Kubernetes Secret, never in the manifest.",
+    )
+    auth_token_secret: str | None = Field(
+        default=None,
+        description="Name of your Secret holding the token under the key auth_token. Unset: "
+        "KubeRay creates one Secret per RayCluster.",
+        pattern=_DNS_SUBDOMAIN,
+        max_length=253,
+    )
+    upgrade_strategy: Literal["NewCluster", "None"] = Field(
+        default="NewCluster",
+        description="KubeRay's upgradeStrategy.type when the cluster half changes: "
+        "NewCluster brings up a new RayCluster and moves traffic once it serves; None "
+        "leaves the running cluster as it is.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra env vars of every Ray container (e.g. PIP_INDEX_URL for the "
+        "models' pip installs). Not for secrets: they are written into the manifest.",
+        max_length=100,
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            prefix, _, name = key.rpartition("/")
+            if (prefix and not re.fullmatch(_DNS_SUBDOMAIN, prefix)) or not re.fullmatch(
+                _LABEL_NAME, name
+            ):
+                raise ValueError(f"a Kubernetes label key ([prefix/]name), not {key!r}")
+            if value and not re.fullmatch(_LABEL_NAME, value):
+                raise ValueError(
+                    f"a Kubernetes label value (<= 63 of [-A-Za-z0-9_.]), not {value!r}"
+                )
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not re.fullmatch(_ENV_NAME, key):
+                raise ValueError(f"env var names like PIP_INDEX_URL, not {key!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _token_auth_needs_ray_2_52(self) -> KubernetesSettings:
+        """KubeRay refuses a RayService with token auth on an older Ray: say so here."""
+        if self.auth == "token" and tuple(map(int, self.ray_version.split("."))) < (2, 52, 0):
+            raise ValueError(
+                f"ray_version {self.ray_version} at least 2.52.0 with auth: token "
+                "(or auth: disabled)"
+            )
+        return self
 
 
 class ClusterConfig(_Strict):
@@ -94,6 +269,11 @@ class ClusterConfig(_Strict):
     )
     request_timeout_s: float = Field(
         default=30.0, gt=0, le=600, description="Timeout of each dashboard REST call."
+    )
+    kubernetes: KubernetesSettings | None = Field(
+        default=None,
+        description="The RayService `mlray export` writes for this cluster. Unset: every "
+        "default of the section.",
     )
 
     @field_validator("dashboard_url", "serve_url")

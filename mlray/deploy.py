@@ -129,19 +129,38 @@ def prepare(
 ) -> tuple[Report, RayDashboard, Registry]:
     """Everything up to the plan: read, validate, preflight. Changes nothing anywhere."""
     cluster = cfg.cluster(cluster_name)
-    report = Report(cluster=cluster_name)
     dash = RayDashboard(cluster, cluster_name)
+
+    def probe() -> ClusterFacts:
+        say(f"Probing cluster {cluster_name} at {cluster.dashboard_url}")
+        return _live_facts(dash, cluster_name, cfg)
+
+    report, registry = prepare_with(cfg, cluster_name, opts, say, probe)
+    return report, dash, registry
+
+
+def prepare_with(
+    cfg: MlrayConfig,
+    cluster_name: str,
+    opts: Options,
+    say: Console,
+    cluster_facts: Callable[[], ClusterFacts],
+) -> tuple[Report, Registry]:
+    """:func:`prepare` with the cluster's facts from a live probe (deploy) or config (export)."""
+    cluster = cfg.cluster(cluster_name)
+    report = Report(cluster=cluster_name)
     registry = Registry(cfg.tracking_uri)
     say(
         f"Reading registry {cfg.tracking_uri} (models named *{cfg.selection.name_suffix}"
         + (f", alias @{cfg.selection.alias})" if cfg.selection.alias else ", latest version)")
     )
     models, unselected = registry.selected(cfg.selection)
-    say(f"Probing cluster {cluster_name} at {cluster.dashboard_url}")
-    facts = _live_facts(dash, cluster_name, cfg)
+    facts = cluster_facts()
     report.facts = facts
     say(f"  Python {facts.python}, {facts.platform}, {facts.libc}, Ray {facts.ray}")
-    a = assess(models, unselected, cluster.python, facts.python)
+    # Facts from config know only the minor: no warning about patch releases then.
+    full = facts.python if facts.python != cluster.python else None
+    a = assess(models, unselected, cluster.python, full)
     report.assessment = a
     if a.problems and not opts.skip_invalid:
         raise TagError(a.problems)
@@ -159,7 +178,7 @@ def prepare(
             if not res.ok:
                 report.refused.append(Skipped(r.model.label, res.message, r.model.name))
                 a.ready.remove(r)
-    return report, dash, registry
+    return report, registry
 
 
 def _held_apps(report: Report, details: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -257,8 +276,25 @@ def _plan(
     serving_uri: str,
 ) -> tuple[list[tuple[Any, dict[str, Any]]], dict[str, Any], Plan]:
     """The desired apps, the cluster's Serve details and the plan between them."""
+    desired = desired_apps(cfg, cluster_name, report, serving_uri)
+    details = dash.serve_details()
+    plan = plan_deploy(
+        desired,
+        details,
+        prune_unmanaged=opts.prune_unmanaged,
+        http_options=cfg.cluster(cluster_name).http_options,
+        hold=_held_apps(report, details),
+    )
+    report.plan = plan
+    return desired, details, plan
+
+
+def desired_apps(
+    cfg: MlrayConfig, cluster_name: str, report: Report, serving_uri: str
+) -> list[tuple[Any, dict[str, Any]]]:
+    """One Serve app per model the assessment found ready: what deploy and export send."""
     assert report.assessment is not None
-    desired = [
+    return [
         (
             r.model,
             app_config(
@@ -270,16 +306,6 @@ def _plan(
         )
         for r in report.assessment.ready
     ]
-    details = dash.serve_details()
-    plan = plan_deploy(
-        desired,
-        details,
-        prune_unmanaged=opts.prune_unmanaged,
-        http_options=cfg.cluster(cluster_name).http_options,
-        hold=_held_apps(report, details),
-    )
-    report.plan = plan
-    return desired, details, plan
 
 
 def fit_check(
