@@ -23,6 +23,8 @@ fi
 
 missing=""
 command -v tini >/dev/null 2>&1 || missing="$missing tini"
+# KubeRay's readiness probes of RayService pods run wget (docs/kubernetes.md).
+command -v wget >/dev/null 2>&1 || missing="$missing wget"
 [ -x /usr/sbin/update-ca-certificates ] || missing="$missing ca-certificates"
 if ! python3 -m pip --version >/dev/null 2>&1; then
     missing="$missing python3 python3-pip"

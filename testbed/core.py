@@ -220,6 +220,8 @@ class Testbed:
             **trust.pip_env,
             "MLFLOW_TRACKING_URI": self.mlflow_internal_url,
             "RAY_USAGE_STATS_ENABLED": "0",
+            # Read by Serve on each node at `ray start`: HAProxy in front of the replicas.
+            "RAY_SERVE_ENABLE_HA_PROXY": "1" if self.spec.ingress == "haproxy" else "0",
         }
 
     def _ray_args(self) -> list[str]:

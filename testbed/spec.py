@@ -13,6 +13,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 DEFAULT_FILE = PACKAGE_DIR / "testbed.yml"
 BASE_MODES = ("auto", "registry", "offline")
+# haproxy: Ray Serve's HAProxy ingress on every node (RAY_SERVE_ENABLE_HA_PROXY=1); proxy: the
+# classic Python proxy. docs/performance.md has what it changes.
+INGRESS_MODES = ("haproxy", "proxy")
 LABEL = "io.mlray.testbed"
 
 
@@ -63,6 +66,7 @@ class TestbedSpec:
     ports: Ports = field(default_factory=Ports)
     ready_timeout: float = 180.0
     pip: PipSettings = field(default_factory=PipSettings)
+    ingress: str = "haproxy"
     state_dir: Path = REPO_ROOT / ".testbed"
 
     @property
@@ -123,6 +127,11 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
     base = str(os.environ.get("MLRAY_TESTBED_BASE") or raw.get("base", "auto"))
     if base not in BASE_MODES:
         raise TestbedError(f"got base={base!r} in {path}; expected one of {', '.join(BASE_MODES)}")
+    ingress = str(os.environ.get("MLRAY_TESTBED_INGRESS") or raw.get("ingress", "haproxy"))
+    if ingress not in INGRESS_MODES:
+        raise TestbedError(
+            f"got ingress={ingress!r} in {path}; expected one of {', '.join(INGRESS_MODES)}"
+        )
     workers = int(raw.get("workers", 1))
     if workers < 0:
         raise TestbedError(f"got workers={workers} in {path}; expected 0 or more")
@@ -139,6 +148,7 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
         ports=Ports(**{k: int(v) for k, v in ports.items()}),
         ready_timeout=float(raw.get("ready_timeout", 180)),
         pip=PipSettings(**(raw.get("pip") or {})),
+        ingress=ingress,
         state_dir=default_state_dir(),
     )
 

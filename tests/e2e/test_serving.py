@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import requests
 
-from tests.e2e.conftest import Deployed, reference
+from testbed.spec import load_spec
+from tests.e2e.conftest import Deployed, mlray, reference
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = [
@@ -123,3 +125,12 @@ def test_concurrent_requests_to_a_batching_app_each_get_their_own_rows(
         meta = requests.get(url.replace("/invocations", "/metadata"), timeout=30).json()
         sizes = {int(k): v for k, v in meta["batching"]["batch_size_histogram"].items()}
         assert any(size > 1 for size in sizes), sizes  # batching really merged requests
+
+
+def test_every_cluster_serves_through_the_testbeds_ingress(deployed: Deployed):
+    """Read back from each live cluster: the e2e suite runs where the testbed says it runs."""
+    want = load_spec().ingress
+    for cluster in deployed.clusters:
+        proc = mlray(deployed.config_path, "status", cluster, "-o", "json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["ingress"] == want, cluster

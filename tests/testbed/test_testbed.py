@@ -80,6 +80,15 @@ def test_every_node_runs_the_cluster_python(bed: Testbed) -> None:
             assert (code, out.strip()) == (0, info.python), container
 
 
+def test_every_ray_node_starts_with_the_specs_ingress(bed: Testbed) -> None:
+    """Serve reads RAY_SERVE_ENABLE_HA_PROXY per node at `ray start`: all nodes must agree."""
+    want = "1" if bed.spec.ingress == "haproxy" else "0"
+    for info in bed.clusters.values():
+        for container in (info.head, *info.workers):
+            code, out = _exec(container, "printenv", "RAY_SERVE_ENABLE_HA_PROXY")
+            assert (code, out.strip()) == (0, want), container
+
+
 def test_ray_job_reports_python_through_the_jobs_api(bed: Testbed) -> None:
     """The dashboard's Jobs REST API runs code on the cluster: the path mlray relies on."""
     for info in bed.clusters.values():

@@ -8,12 +8,10 @@ schemas of a pinned Kubernetes version.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -24,10 +22,10 @@ from mlray.errors import ConfigError
 from mlray.preflight import Target
 from testbed.images import DEBIAN_SUITES, ray_tag
 from testbed.spec import load_spec
+from tests import kuberay_crd
+from tests.kuberay_crd import crd_errors
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS = ROOT / "tests" / "unit" / "schemas"
-CRD_SCHEMA = SCHEMAS / f"rayservice-v1-kuberay-{kuberay.KUBERAY_VERSION}.json"
 KUBERNETES_VERSION = "1.33"  # a version KubeRay 1.7 supports, in kubernetes-validate's set
 SERVE_YAML = "applications:\n- name: iris\n  route_prefix: /iris\n  import_path: a.b:c\n"
 CLUSTER = {"dashboard_url": "http://127.0.0.1:8265", "serve_url": "http://127.0.0.1:8000",
@@ -57,35 +55,9 @@ def cluster(kubernetes: dict[str, Any] | None = None, python: str = "3.11"):
     return cfg.cluster("py311")
 
 
-def strict(schema: Any) -> Any:
-    """The schema as `kubectl apply` enforces it: unknown fields are errors, not pruned.
-
-    (kubectl's default field validation is Strict since Kubernetes 1.27.)
-    """
-    if isinstance(schema, dict):
-        out = {k: strict(v) for k, v in schema.items()}
-        if (
-            "properties" in out
-            and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            out["additionalProperties"] = False
-        return out
-    if isinstance(schema, list):
-        return [strict(v) for v in schema]
-    return schema
-
-
 @pytest.fixture(scope="module")
 def crd_validator():
-    schema = strict(json.loads(CRD_SCHEMA.read_text()))
-    jsonschema.Draft4Validator.check_schema(schema)
-    return jsonschema.Draft4Validator(schema)
-
-
-def crd_errors(validator, manifest) -> list[str]:
-    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in validator.iter_errors(manifest)]  # fmt: skip
+    return kuberay_crd.crd_validator()
 
 
 def templates(manifest) -> list[dict[str, Any]]:

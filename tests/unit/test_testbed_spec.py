@@ -1,0 +1,37 @@
+"""The testbed description file: parsed at the edge, with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed.errors import TestbedError
+from testbed.spec import load_spec
+
+
+def _write(tmp_path: Path, **raw) -> Path:
+    path = tmp_path / "testbed.yml"
+    path.write_text(yaml.safe_dump({"python": ["3.11"], **raw}))
+    return path
+
+
+def test_haproxy_ingress_is_the_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLRAY_TESTBED_INGRESS", raising=False)
+    assert load_spec(_write(tmp_path)).ingress == "haproxy"
+    assert load_spec(_write(tmp_path, ingress="proxy")).ingress == "proxy"
+
+
+def test_the_env_var_picks_the_ingress(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLRAY_TESTBED_INGRESS", "proxy")
+    assert load_spec(_write(tmp_path, ingress="haproxy")).ingress == "proxy"
+
+
+def test_an_unknown_ingress_names_the_file_and_the_choices(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLRAY_TESTBED_INGRESS", raising=False)
+    path = _write(tmp_path, ingress="nginx")
+    with pytest.raises(
+        TestbedError, match=r"got ingress='nginx' in .*testbed.yml; expected one of haproxy, proxy"
+    ):
+        load_spec(path)
