@@ -20,11 +20,13 @@ from mlray.config import MlrayConfig
 from mlray.errors import ClusterError, ConfigError, DeployFailed, TagError, UsageError
 from mlray.live import AppBoard, AppRow, app_row, live_terminal
 from mlray.output import (
+    MASK,
     AppRecord,
     Ingress,
     app_message,
     app_records,
     ingress_mode,
+    mask_secrets,
     table_rows,
 )
 from mlray.plan import (
@@ -221,7 +223,10 @@ def deploy(
             )
     if opts.dry_run:
         say("\nDry run: nothing was changed. The Serve config (`serve deploy` accepts it):")
-        say.result("---\n" + to_yaml(plan.config).rstrip())
+        shown, masked = mask_secrets(plan.config)
+        if masked:
+            say(f"({masked} secret-looking env var value(s) shown as {MASK}; Ray gets them as set)")
+        say.result("---\n" + to_yaml(shown).rstrip())
         return report
     if not plan.changes:
         apps = details.get("applications") or {}

@@ -7,6 +7,7 @@ compute are pure, so they are unit-tested on plain data.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import typing
@@ -155,6 +156,45 @@ SCHEMAS: dict[str, type[BaseModel]] = {
 
 
 # -- conversions (pure) ---------------------------------------------------------------------
+
+MASK = "***"
+# Env var names that usually hold credentials; their values are never printed.
+_SECRET_NAME = re.compile(
+    r"(?i)(SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|API_?KEY|ACCESS_?KEY|"
+    r"PRIVATE_?KEY|AUTH|SESSION|COOKIE|DSN)"
+)
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
+
+def mask_env_vars(env: Mapping[str, str]) -> tuple[dict[str, str], int]:
+    """Values of credential-like names, and credentials inside URLs, replaced by ``***``."""
+    out, masked = {}, 0
+    for key, value in env.items():
+        if _SECRET_NAME.search(key):
+            out[key] = MASK
+        else:
+            out[key] = _URL_USERINFO.sub(rf"\g<scheme>{MASK}@", str(value))
+        masked += out[key] != value
+    return out, masked
+
+
+def mask_secrets(config: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """A Serve config safe to print: env var secrets masked. Returns it and how many."""
+    out = copy.deepcopy(dict(config))
+    masked = 0
+    for app in out.get("applications") or []:
+        envs = [app.get("runtime_env") or {}]
+        envs += [
+            (d.get("ray_actor_options") or {}).get("runtime_env") or {}
+            for d in app.get("deployments") or []
+        ]
+        for env in envs:
+            if env.get("env_vars"):
+                env["env_vars"], n = mask_env_vars(env["env_vars"])
+                masked += n
+    return out, masked
+
+
 def ingress_mode(details: Mapping[str, Any], haproxy_actors: set[str]) -> Ingress:
     """Which ingress the cluster's Serve proxies run, from the proxies Serve reports.
 
@@ -321,7 +361,7 @@ def deploy_output(
         skipped=checked.skipped,
         problems=checked.problems,
         warnings=checked.warnings,
-        serve_config=plan.config if dry_run else None,
+        serve_config=mask_secrets(plan.config)[0] if dry_run else None,
         seconds=round(seconds, 1),
     )
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +73,25 @@ class Testbed:
     def mlflow_internal_url(self) -> str:
         """MLflow as seen from inside the Ray containers (container name on the network)."""
         return f"http://{self.spec.mlflow_container}:{MLFLOW_PORT}"
+
+    @property
+    def auth_token(self) -> str | None:
+        """The clusters' Ray auth token: made once, kept in the state dir for every client."""
+        if self.spec.auth != "token":
+            return None
+        path = self.spec.auth_token_path
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return path.read_text().strip()
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """What a raw request to a testbed dashboard must carry (mlray reads config.yml)."""
+        token = self.auth_token
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -162,7 +183,11 @@ class Testbed:
             tag: engine.run_podman("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
             for tag in [*image_set.ray.values(), image_set.mlflow]
         }
-        raw = json.dumps({"spec": asdict(self.spec), "images": ids}, sort_keys=True, default=str)
+        # The token's hash, not the token: a new token file means new nodes, never a label leak.
+        token = hashlib.sha256((self.auth_token or "").encode()).hexdigest()[:16]
+        raw = json.dumps(
+            {"spec": asdict(self.spec), "images": ids, "token": token}, sort_keys=True, default=str
+        )
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     def _labels(self, fingerprint: str, **extra: str) -> dict[str, str]:
@@ -222,7 +247,14 @@ class Testbed:
             "RAY_USAGE_STATS_ENABLED": "0",
             # Read by Serve on each node at `ray start`: HAProxy in front of the replicas.
             "RAY_SERVE_ENABLE_HA_PROXY": "1" if self.spec.ingress == "haproxy" else "0",
+            **self._auth_env(),
         }
+
+    def _auth_env(self) -> dict[str, str]:
+        token = self.auth_token
+        if token is None:
+            return {"RAY_AUTH_MODE": "disabled"}
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
 
     def _ray_args(self) -> list[str]:
         node = self.spec.node
@@ -320,7 +352,8 @@ class Testbed:
     def _wait_dashboard(self, head: str) -> str:
         url = self._dashboard_url(head)
         nodes.wait_until(
-            head, lambda: nodes.alive_ray_nodes(url) >= 1, "Ray dashboard with the head alive",
+            head, lambda: nodes.alive_ray_nodes(url, self.auth_headers) >= 1,
+            "Ray dashboard with the head alive",
             self.spec.ready_timeout, self.spec.logs_dir, restarts=NODE_RESTARTS,
         )  # fmt: skip
         return url
@@ -349,7 +382,8 @@ class Testbed:
         for name in (head, *workers):
             remaining = max(deadline - time.monotonic(), 1.0)
             nodes.wait_until(
-                name, lambda: nodes.alive_ray_nodes(url) >= want, f"{want} alive Ray nodes",
+                name, lambda: nodes.alive_ray_nodes(url, self.auth_headers) >= want,
+                f"{want} alive Ray nodes",
                 remaining, self.spec.logs_dir, restarts=NODE_RESTARTS,
             )  # fmt: skip
         serve_url = f"http://127.0.0.1:{_published(head, SERVE_PORT)}"
@@ -377,7 +411,11 @@ class Testbed:
                     "serve_url": info.serve_url,
                     "python": info.python,
                     "platform": f"linux_{platform.machine()}",
-                    "auth_token_env": None,
+                    **(
+                        {"auth_token_file": str(self.spec.auth_token_path)}
+                        if self.auth_token
+                        else {}
+                    ),
                     "http_options": {"host": "0.0.0.0", "port": SERVE_PORT},
                     "mlflow_tracking_uri": self.mlflow_internal_url,
                 }

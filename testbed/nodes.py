@@ -184,9 +184,11 @@ def http_ok(url: str) -> Callable[[], bool]:
     return check
 
 
-def alive_ray_nodes(dashboard_url: str) -> int:
-    """Alive nodes as the dashboard's state API reports them."""
-    reply = requests.get(f"{dashboard_url}/api/v0/nodes", params={"limit": 1000}, timeout=5)
+def alive_ray_nodes(dashboard_url: str, headers: dict[str, str] | None = None) -> int:
+    """Alive nodes as the dashboard's state API reports them (``headers``: the auth token)."""
+    reply = requests.get(
+        f"{dashboard_url}/api/v0/nodes", params={"limit": 1000}, timeout=5, headers=headers
+    )
     reply.raise_for_status()
     nodes = reply.json()["data"]["result"]["result"]
     return sum(1 for node in nodes if node.get("state") == "ALIVE")

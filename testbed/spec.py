@@ -16,6 +16,9 @@ BASE_MODES = ("auto", "registry", "offline")
 # haproxy: Ray Serve's HAProxy ingress on every node (RAY_SERVE_ENABLE_HA_PROXY=1); proxy: the
 # classic Python proxy. docs/performance.md has what it changes.
 INGRESS_MODES = ("haproxy", "proxy")
+# token: Ray's token auth on every node (RAY_AUTH_MODE=token), as production clusters run;
+# none: RAY_AUTH_MODE=disabled.
+AUTH_MODES = ("token", "none")
 LABEL = "io.mlray.testbed"
 
 
@@ -67,6 +70,7 @@ class TestbedSpec:
     ready_timeout: float = 180.0
     pip: PipSettings = field(default_factory=PipSettings)
     ingress: str = "haproxy"
+    auth: str = "token"
     state_dir: Path = REPO_ROOT / ".testbed"
 
     @property
@@ -90,6 +94,11 @@ class TestbedSpec:
     @property
     def config_path(self) -> Path:
         return self.state_dir / "config.yml"
+
+    @property
+    def auth_token_path(self) -> Path:
+        """The Ray auth token of the testbed's clusters (made on first `up`, mode 0600)."""
+        return self.state_dir / "ray-auth-token"
 
     @property
     def logs_dir(self) -> Path:
@@ -132,6 +141,9 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
         raise TestbedError(
             f"got ingress={ingress!r} in {path}; expected one of {', '.join(INGRESS_MODES)}"
         )
+    auth = str(os.environ.get("MLRAY_TESTBED_AUTH") or raw.get("auth", "token"))
+    if auth not in AUTH_MODES:
+        raise TestbedError(f"got auth={auth!r} in {path}; expected one of {', '.join(AUTH_MODES)}")
     workers = int(raw.get("workers", 1))
     if workers < 0:
         raise TestbedError(f"got workers={workers} in {path}; expected 0 or more")
@@ -149,6 +161,7 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
         ready_timeout=float(raw.get("ready_timeout", 180)),
         pip=PipSettings(**(raw.get("pip") or {})),
         ingress=ingress,
+        auth=auth,
         state_dir=default_state_dir(),
     )
 

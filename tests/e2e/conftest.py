@@ -159,12 +159,11 @@ def reference(d: Deployed, model_name: str) -> dict:
 
 
 def serve_details(d: Deployed, cluster: str) -> dict:
-    import requests
+    """Through mlray's own client: the testbed's dashboards want the token config.yml names."""
+    from mlray.config import load_config
+    from mlray.ray_api import RayDashboard
 
-    url = d.clusters[cluster]["dashboard_url"] + "/api/serve/applications/"
-    resp = requests.get(url, timeout=30)
-    resp.raise_for_status()
-    return resp.json()
+    return RayDashboard(load_config(d.config_path).cluster(cluster), cluster).serve_details()
 
 
 def replica_ids(d: Deployed, cluster: str) -> dict[str, list[str]]:

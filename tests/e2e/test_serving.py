@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from testbed.spec import load_spec
-from tests.e2e.conftest import Deployed, mlray, reference
+from tests.e2e.conftest import Deployed, mlray, reference, serve_details
 
 pytestmark = pytest.mark.e2e
 EXAMPLES = [
@@ -87,8 +87,7 @@ def test_model_trained_on_the_wrong_python_is_skipped_with_the_reason(deployed: 
     out = deployed.deploy_output["py311"]
     assert "skipped  iris_xgb21_wrongpy.staging v" in out
     assert "trained on 3.13, cluster runs 3.11" in out
-    apps = requests.get(deployed.clusters["py311"]["dashboard_url"] + "/api/serve/applications/",
-                        timeout=30).json()["applications"]  # fmt: skip
+    apps = serve_details(deployed, "py311")["applications"]
     assert "iris-xgb21-wrongpy" not in apps
 
 

@@ -132,6 +132,25 @@ def test_dry_run_prints_plan_and_yaml_and_changes_nothing(deployed: Services) ->
     assert deployed_configs(deployed) == before
 
 
+def test_dry_run_never_prints_secret_env_vars(deployed: Services) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(deployed.tracking_uri)
+    tag = "ray.ray_actor_options.runtime_env.env_vars"
+    client.set_registered_model_tag(
+        "iris-a.staging", tag, '{"API_TOKEN": "s3cr3t-value", "OMP_NUM_THREADS": "1"}'
+    )
+    try:
+        text = mlray(deployed, "deploy", "--dry-run").stdout
+        as_json = mlray(deployed, "deploy", "--dry-run", "-o", "json").stdout
+    finally:
+        client.delete_registered_model_tag("iris-a.staging", tag)
+    assert "s3cr3t-value" not in text + as_json
+    assert "API_TOKEN: '***'" in text and "OMP_NUM_THREADS: '1'" in text
+    apps = {a["name"]: a for a in json.loads(as_json)["serve_config"]["applications"]}
+    assert apps["iris-a"]["runtime_env"]["env_vars"]["API_TOKEN"] == "***"
+
+
 def test_bad_tags_exit_2_list_every_problem_and_change_nothing(deployed: Services) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -68,7 +68,7 @@ def _exec(container: str, *cmd: str) -> tuple[int, str]:
 def test_each_cluster_has_head_and_workers_alive(bed: Testbed) -> None:
     assert set(bed.clusters) == {bed.spec.cluster_name(py) for py in bed.spec.python}
     for info in bed.clusters.values():
-        assert nodes.alive_ray_nodes(info.dashboard_url) == 1 + bed.spec.workers
+        assert nodes.alive_ray_nodes(info.dashboard_url, bed.auth_headers) == 1 + bed.spec.workers
 
 
 def test_every_node_runs_the_cluster_python(bed: Testbed) -> None:
@@ -89,23 +89,41 @@ def test_every_ray_node_starts_with_the_specs_ingress(bed: Testbed) -> None:
             assert (code, out.strip()) == (0, want), container
 
 
+def test_dashboards_refuse_requests_without_the_token(bed: Testbed) -> None:
+    """Token auth is on, as on production clusters: a request must carry the token."""
+    assert bed.spec.auth == "token" and bed.auth_headers
+    for info in bed.clusters.values():
+        url = f"{info.dashboard_url}/api/serve/applications/"
+        assert requests.get(url, timeout=10).status_code in (401, 403), url
+        wrong = {"Authorization": "Bearer not-the-token"}
+        assert requests.get(url, timeout=10, headers=wrong).status_code in (401, 403), url
+        assert requests.get(url, timeout=10, headers=bed.auth_headers).status_code == 200, url
+
+
 def test_ray_job_reports_python_through_the_jobs_api(bed: Testbed) -> None:
     """The dashboard's Jobs REST API runs code on the cluster: the path mlray relies on."""
     for info in bed.clusters.values():
         entry = "python -c \"import sys; print('PY=%d.%d' % sys.version_info[:2])\""
-        reply = requests.post(f"{info.dashboard_url}/api/jobs/", json={"entrypoint": entry})
+        reply = requests.post(
+            f"{info.dashboard_url}/api/jobs/", json={"entrypoint": entry}, headers=bed.auth_headers
+        )
         reply.raise_for_status()
         job_id = reply.json()["submission_id"]
-        status = _wait_job(info.dashboard_url, job_id)
-        logs = requests.get(f"{info.dashboard_url}/api/jobs/{job_id}/logs", timeout=10).json()
+        status = _wait_job(bed, info.dashboard_url, job_id)
+        logs = requests.get(
+            f"{info.dashboard_url}/api/jobs/{job_id}/logs", timeout=10, headers=bed.auth_headers
+        ).json()
         assert status == "SUCCEEDED", logs
         assert f"PY={info.python}" in logs["logs"]
 
 
-def _wait_job(dashboard_url: str, job_id: str) -> str:
+def _wait_job(bed: Testbed, dashboard_url: str, job_id: str) -> str:
     deadline = time.monotonic() + JOB_TIMEOUT
     while time.monotonic() < deadline:
-        status = requests.get(f"{dashboard_url}/api/jobs/{job_id}", timeout=10).json()["status"]
+        reply = requests.get(
+            f"{dashboard_url}/api/jobs/{job_id}", timeout=10, headers=bed.auth_headers
+        )
+        status = reply.json()["status"]
         if status in ("SUCCEEDED", "FAILED", "STOPPED"):
             return str(status)
         time.sleep(1)

@@ -19,6 +19,7 @@ from mlray.output import (
     deploy_output,
     ingress_mode,
     json_schemas,
+    mask_secrets,
     reference_markdown,
     render,
     table_rows,
@@ -259,3 +260,31 @@ def test_quiet_drops_progress_but_not_errors(monkeypatch, capsys):
     assert cli.main(["check", CONFIG, "py311", "-o", "json", "-q"]) == 2
     out = capsys.readouterr()
     assert "Reading registry" not in out.err and "tag problem" in out.err
+
+
+def test_dry_run_output_masks_secret_env_vars_and_url_credentials():
+    app = {
+        "name": "iris",
+        "runtime_env": {
+            "env_vars": {
+                "MLFLOW_TRACKING_URI": "https://bob:hunter2@mlflow.example.com",
+                "AWS_SECRET_ACCESS_KEY": "abc",
+                "DB_PASSWORD": "pw",
+                "OMP_NUM_THREADS": "1",
+            }
+        },
+        "deployments": [{"ray_actor_options": {"runtime_env": {"env_vars": {"HF_TOKEN": "t"}}}}],
+    }
+    config = {"applications": [app]}
+    shown, masked = mask_secrets(config)
+    env = shown["applications"][0]["runtime_env"]["env_vars"]
+    assert env == {
+        "MLFLOW_TRACKING_URI": "https://***@mlflow.example.com",
+        "AWS_SECRET_ACCESS_KEY": "***",
+        "DB_PASSWORD": "***",
+        "OMP_NUM_THREADS": "1",
+    }
+    inner = shown["applications"][0]["deployments"][0]["ray_actor_options"]["runtime_env"]
+    assert inner["env_vars"] == {"HF_TOKEN": "***"} and masked == 4
+    assert "hunter2" not in json.dumps(shown)
+    assert app["runtime_env"]["env_vars"]["DB_PASSWORD"] == "pw"  # the input is untouched

@@ -35,3 +35,14 @@ def test_an_unknown_ingress_names_the_file_and_the_choices(tmp_path, monkeypatch
         TestbedError, match=r"got ingress='nginx' in .*testbed.yml; expected one of haproxy, proxy"
     ):
         load_spec(path)
+
+
+def test_token_auth_is_the_default_and_none_turns_it_off(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLRAY_TESTBED_AUTH", raising=False)
+    assert load_spec(_write(tmp_path)).auth == "token"
+    assert load_spec(_write(tmp_path, auth="none")).auth == "none"
+    monkeypatch.setenv("MLRAY_TESTBED_AUTH", "none")
+    assert load_spec(_write(tmp_path)).auth == "none"
+    monkeypatch.setenv("MLRAY_TESTBED_AUTH", "basic")
+    with pytest.raises(TestbedError, match=r"got auth='basic' .*; expected one of token, none"):
+        load_spec(_write(tmp_path))
