@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
         help="give up when Ray has said for S seconds that replicas cannot be scheduled "
         "(default 60; 0: wait for --timeout)",
     )
+    d.add_argument(
+        "--no-prepare-nodes",
+        action="store_true",
+        help="do not build each changed app's environment on every node (by default a "
+        "deploy does, so a scale-out onto another node does not wait for pip)",
+    )
     _model_checks(d, "deploy")
 
     command(
@@ -171,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             preflight=not args.no_preflight,
             use_cache=not args.no_cache,
             unschedulable_timeout_s=args.unschedulable_timeout,
+            prepare_nodes=not args.no_prepare_nodes,
         )
         report = deploy(cfg, args.cluster, opts, say)
         if fmt != "text":

@@ -15,10 +15,11 @@ from typing import Any, TextIO
 
 import yaml
 
-from mlray import capacity, preflight
+from mlray import capacity, node_envs, preflight
 from mlray.config import MlrayConfig
 from mlray.errors import ClusterError, ConfigError, DeployFailed, TagError, UsageError
 from mlray.live import AppBoard, AppRow, app_row, live_terminal
+from mlray.node_envs import NodeEnvs
 from mlray.output import (
     MASK,
     AppRecord,
@@ -44,7 +45,7 @@ from mlray.plan import (
     plan_undeploy,
     same_app,
 )
-from mlray.ray_api import ClusterFacts, RayDashboard
+from mlray.ray_api import ClusterFacts, Job, RayDashboard
 from mlray.registry import Registry
 from mlray.serving_package import ServingPackage, build_serving_package, publish_serving_package
 from mlray.tags import Problem
@@ -62,6 +63,8 @@ class Options:
     use_cache: bool = True
     # seconds Ray may report replicas as unschedulable before the wait gives up; 0: never
     unschedulable_timeout_s: float = 60.0
+    # build each changed app's environment on every alive node (mlray/node_envs.py)
+    prepare_nodes: bool = True
 
 
 @dataclass
@@ -79,6 +82,7 @@ class Report:
     # app -> seconds from applying the config until it reached its last status seen
     timeline: dict[str, float] = field(default_factory=dict)
     ingress: Ingress = "unknown"
+    node_envs: NodeEnvs | None = None
 
 
 class Console:
@@ -244,13 +248,47 @@ def deploy(
     say(f"Applying the Serve config to {cluster_name} ({len(plan.config['applications'])} apps)")
     dash.put_serve_config(plan.config)
     report.applied = True
+    # Submitted now, so other nodes build while the replicas start; read after the wait.
+    job = _start_node_envs(dash, plan, opts, say) if opts.prepare_nodes else None
     wait_until_running(
         dash, plan, opts.timeout_s, say, timeline=report.timeline,
         unschedulable_s=opts.unschedulable_timeout_s,
     )  # fmt: skip
+    if job is not None:
+        report.node_envs = _finish_node_envs(dash, job, say)
     _write_back(registry, plan, desired, cluster_name, cluster.serve_url, say)
     say.result(f"Done: {cluster_name} serves {len(desired) + len(held)} model(s).")
     return report
+
+
+def _start_node_envs(dash: RayDashboard, plan: Plan, opts: Options, say: Console) -> Job | None:
+    """Submit the job that builds the added and updated apps' environments on every node."""
+    changed = {a.name for a in plan.apps if a.action in ("add", "update")}
+    apps = [a for a in plan.config["applications"] if a["name"] in changed]
+    envs = node_envs.envs_to_prepare(apps)
+    if not envs:
+        return None
+    say(f"Preparing {len(envs)} app environment(s) on every node (new replicas skip pip)")
+    try:
+        return dash.submit_job(
+            "node-envs", node_envs.ENTRYPOINT, opts.timeout_s,
+            env_vars=node_envs.job_env(envs, opts.timeout_s),
+        )  # fmt: skip
+    except ClusterError as e:  # the apps serve without it; scale-out only gets slower
+        say(f"warning: could not start preparing the nodes: {e}")
+        return None
+
+
+def _finish_node_envs(dash: RayDashboard, job: Job, say: Console) -> NodeEnvs | None:
+    try:
+        done = NodeEnvs.from_report(dash.job_report(job, node_envs.MARKER))
+    except ClusterError as e:
+        say(f"warning: preparing the nodes did not finish: {e}")
+        return None
+    say(f"Nodes prepared: {done.summary()}")
+    for line in done.failures:
+        say(f"warning: environment not built: {line} (a replica placed there builds it)")
+    return done
 
 
 def serving_uri(cfg: MlrayConfig, cluster_name: str, package: ServingPackage) -> str:

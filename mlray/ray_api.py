@@ -35,13 +35,38 @@ print("{PROBE_MARKER}" + json.dumps({{
     "system": platform.system(), "libc": "-".join(platform.libc_ver()), "ray": ray_version,
 }}))
 """
-# A job's entrypoint is a shell whose parent is the job supervisor, a Ray worker: its
-# interpreter is the one replicas run on, whatever `python` on the PATH is.
-_PROBE_B64 = base64.b64encode(PROBE_SCRIPT.encode()).decode()
-PROBE_ENTRYPOINT = (
-    'PY="$(readlink /proc/$PPID/exe 2>/dev/null || command -v python3)"; "$PY" -c '
-    f"\"import base64; exec(base64.b64decode('{_PROBE_B64}'))\""
-)
+
+
+def script_entrypoint(script: str, needs_ray: bool = False) -> str:
+    """A job entrypoint that runs ``script`` on the interpreter Ray's workers run.
+
+    A job's entrypoint is a shell whose parent is the job supervisor, a Ray worker: its
+    interpreter is the one replicas run on, whatever ``python`` on the PATH is. When Ray
+    runs from a virtualenv, that binary resolves to the base interpreter, which cannot
+    import ray; a script that needs ray then takes the first ``python3``/``python`` on the
+    PATH (the one `ray start` ran from, for an activated venv) that can.
+    """
+    b64 = base64.b64encode(script.encode()).decode()
+    run = f'"$PY" -c "import base64; exec(base64.b64decode(\'{b64}\'))"'
+    worker = "$(readlink /proc/$PPID/exe 2>/dev/null || command -v python3)"
+    if not needs_ray:
+        return f'PY="{worker}"; {run}'
+    return (
+        f'for PY in "{worker}" "$(command -v python3)" "$(command -v python)"; do '
+        '"$PY" -c "import ray" 2>/dev/null && break; done; ' + run
+    )
+
+
+PROBE_ENTRYPOINT = script_entrypoint(PROBE_SCRIPT)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job mlray submitted: its id, what it is for, and when to stop waiting for it."""
+
+    submission_id: str
+    what: str
+    deadline: float
 
 
 @dataclass(frozen=True)
@@ -157,21 +182,29 @@ class RayDashboard:
         protocol, name = _split_uri(uri)
         self._json("PUT", f"/api/packages/{protocol}/{name}", data=data)
 
-    # -- jobs: the live probe ------------------------------------------------------------
-    def probe(self, timeout_s: float = 120.0) -> ClusterFacts:
-        """Run a tiny job on the cluster and read back its Python, platform and libc."""
-        sid = f"mlray-probe-{uuid.uuid4().hex[:12]}"
-        body = {
-            "entrypoint": PROBE_ENTRYPOINT,
+    # -- jobs: the live probe, the node preparation -----------------------------------------
+    def submit_job(
+        self,
+        kind: str,
+        entrypoint: str,
+        timeout_s: float,
+        env_vars: dict[str, str] | None = None,
+    ) -> Job:
+        """Submit a job that asks for no CPU (it must run on a busy cluster too)."""
+        sid = f"mlray-{kind}-{uuid.uuid4().hex[:12]}"
+        body: dict[str, Any] = {
+            "entrypoint": entrypoint,
             "submission_id": sid,
-            "metadata": {"mlray": "probe"},
+            "metadata": {"mlray": kind},
             "entrypoint_num_cpus": 0,
         }
+        if env_vars:
+            body["runtime_env"] = {"env_vars": env_vars}
         deadline = time.monotonic() + timeout_s
         while True:
             resp = self._call("POST", "/api/jobs/", json=body)
             if resp.status_code < 400:
-                break
+                return Job(sid, kind, deadline)
             # A freshly started head answers before its job agent has registered.
             if (
                 resp.status_code in (500, 503)
@@ -181,26 +214,36 @@ class RayDashboard:
                 time.sleep(1.0)
                 continue
             raise ClusterError(
-                f"POST {self.base}/api/jobs/ (the probe) answered {resp.status_code}: "
+                f"POST {self.base}/api/jobs/ (the {kind} job) answered {resp.status_code}: "
                 f"{resp.text[:2000]}"
             )
+
+    def job_report(self, job: Job, marker: str) -> dict[str, Any]:
+        """Wait for the job, then return the JSON it printed after ``marker``."""
         status = "PENDING"
-        while time.monotonic() < deadline:
-            info = self._json("GET", f"/api/jobs/{sid}")
+        while time.monotonic() < job.deadline:
+            info = self._json("GET", f"/api/jobs/{job.submission_id}")
             status = info.get("status", "")
             if status in ("SUCCEEDED", "FAILED", "STOPPED"):
                 break
             time.sleep(0.5)
-        logs = (self._json("GET", f"/api/jobs/{sid}/logs") or {}).get("logs", "")
+        logs = (self._json("GET", f"/api/jobs/{job.submission_id}/logs") or {}).get("logs", "")
         with contextlib.suppress(ClusterError):  # only housekeeping
-            self._call("DELETE", f"/api/jobs/{sid}")
+            if status not in ("SUCCEEDED", "FAILED", "STOPPED"):
+                self._call("POST", f"/api/jobs/{job.submission_id}/stop")
+            self._call("DELETE", f"/api/jobs/{job.submission_id}")
         for line in logs.splitlines():
-            if line.startswith(PROBE_MARKER):
-                return ClusterFacts(**json.loads(line[len(PROBE_MARKER) :]))
+            if line.startswith(marker):
+                return json.loads(line[len(marker) :])
         raise ClusterError(
-            f"the probe job on cluster {self.name!r} ended {status} without a report "
-            f"(waited up to {timeout_s:.0f}s); its logs:\n{logs[-2000:]}"
+            f"the {job.what} job on cluster {self.name!r} ended {status} without a report; "
+            f"its logs:\n{logs[-2000:]}"
         )
+
+    def probe(self, timeout_s: float = 120.0) -> ClusterFacts:
+        """Run a tiny job on the cluster and read back its Python, platform and libc."""
+        job = self.submit_job("probe", PROBE_ENTRYPOINT, timeout_s)
+        return ClusterFacts(**self.job_report(job, PROBE_MARKER))
 
 
 def _split_uri(uri: str) -> tuple[str, str]:

@@ -124,9 +124,15 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, in
     # Token auth as Ray >= 2.60 enables it by default; mlray must send the token.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": RAY_TOKEN,
-           "RAY_SERVE_ENABLE_HA_PROXY": "1" if INGRESS == "haproxy" else "0"}  # fmt: skip
+           "RAY_SERVE_ENABLE_HA_PROXY": "1" if INGRESS == "haproxy" else "0",
+           # As `ray start` from an activated virtualenv: job entrypoints find its python.
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    # Every port Ray would otherwise take at a fixed default (the dashboard agent's 52365,
+    # Ray Client's 10001) is picked free: another Ray head on this host must not break ours.
     cmd = [str(BIN / "ray"), "start", "--head", "--port", str(gcs_port),
            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port),
+           "--dashboard-agent-listen-port", str(free_port()),
+           "--ray-client-server-port", str(free_port()),
            "--num-cpus", "4", "--temp-dir", str(tmp), "--disable-usage-stats"]  # fmt: skip
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
     url = f"http://127.0.0.1:{dash_port}"
