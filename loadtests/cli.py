@@ -204,11 +204,12 @@ class Session:
             load_end = sampler.now()
             sampler.wait_for(lambda s: s.running == low, scenario.settle_timeout_s)
         step_up, step_down = _step_edges(result, run)
-        scale = scaling(sampler.samples, low, step_up, step_down, load_end)
+        high = self._max_replicas(app)
+        scale = scaling(sampler.samples, low, step_up, step_down, load_end, max_replicas=high)
         self.summary["autoscaling"] = {
             "app": app,
             "min_replicas": low,
-            "max_replicas": self._max_replicas(app),
+            "max_replicas": high,
             "step_users": run.peak_users,
             **{k: v for k, v in asdict(scale).items() if k != "min_replicas"},
             "final_running": sampler.latest_running,

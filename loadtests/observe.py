@@ -147,19 +147,28 @@ class Scaling:
     max_running: int
     scale_up_decision_s: float | None  # step up -> first target above the one at the step
     scale_up_s: float | None  # step up -> first sample with more than min RUNNING
+    time_to_max_s: float | None  # step up -> first sample with max_replicas RUNNING
     scale_down_s: float | None  # step down -> first later sample back at min RUNNING
     scale_down_after_load_end_s: float | None  # Locust stopped -> back at min (0: already)
     returned_to_min: bool
 
 
 def scaling(
-    samples: list[Sample], min_replicas: int, step_up: float, step_down: float, load_end: float
+    samples: list[Sample],
+    min_replicas: int,
+    step_up: float,
+    step_down: float,
+    load_end: float,
+    max_replicas: int | None = None,
 ) -> Scaling:
     """Times to scale from the step's edges; `returned_to_min` needs a scale-up first."""
     counted = [s for s in samples if s.running is not None]
     during = [s for s in counted if step_up <= s.t <= load_end]
     max_running = max((s.running or 0 for s in during), default=0)
     up_at = next((s.t for s in during if (s.running or 0) > min_replicas), None)
+    at_max = None
+    if max_replicas is not None:
+        at_max = next((s.t for s in during if (s.running or 0) >= max_replicas), None)
     # The autoscaler may already want more than min at the low load before the step; the
     # step's decision is the first target above whatever it was at the step.
     before = [s.target for s in counted if s.t < step_up and s.target is not None]
@@ -176,6 +185,7 @@ def scaling(
         max_running=max_running,
         scale_up_decision_s=None if decided_at is None else round(decided_at - step_up, 1),
         scale_up_s=None if up_at is None else round(up_at - step_up, 1),
+        time_to_max_s=None if at_max is None else round(at_max - step_up, 1),
         scale_down_s=None if back_at is None else round(back_at - step_down, 1),
         scale_down_after_load_end_s=None if back_at is None
         else round(max(0.0, back_at - load_end), 1),

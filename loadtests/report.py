@@ -173,7 +173,8 @@ def table(results: dict[str, RunResult], summary: dict[str, Any], gates: list[Ga
         lines.append(
             f"autoscaling  {a['app']}: max {a['max_running']} replicas RUNNING; target raised "
             f"{_num(a['scale_up_decision_s'])} s and a replica RUNNING "
-            f"{_num(a['scale_up_s'])} s after the step, back to {a['min_replicas']} in "
+            f"{_num(a['scale_up_s'])} s after the step, all {a['max_replicas']} RUNNING "
+            f"{_num(a.get('time_to_max_s'))} s after it, back to {a['min_replicas']} in "
             f"{_num(a['scale_down_s'])} s from the step down "
             f"({_num(a['scale_down_after_load_end_s'])} s after the load ended)"
         )

@@ -98,8 +98,9 @@ def test_the_scale_up_decision_is_read_from_the_target():
 
 def test_scaling_times_are_measured_from_the_step_edges():
     samples = _samples([(0, 1), (10, 1), (13, 2), (14, 4), (40, 4), (52, 2), (55, 1), (60, 1)])
-    s = scaling(samples, min_replicas=1, step_up=10, step_down=40, load_end=45)
+    s = scaling(samples, min_replicas=1, step_up=10, step_down=40, load_end=45, max_replicas=4)
     assert (s.max_running, s.scale_up_s, s.scale_down_s) == (4, 3, 15)
+    assert s.time_to_max_s == 4  # the "1 -> 4 RUNNING after the load step"
     assert s.scale_down_after_load_end_s == 10
     assert s.returned_to_min
 
@@ -112,8 +113,8 @@ def test_no_scale_up_means_no_return_to_min():
 
 
 def test_staying_scaled_up_does_not_return_to_min():
-    s = scaling(_samples([(0, 1), (12, 3), (50, 3), (90, 2)]), 1, 10, 40, 45)
-    assert s.scale_up_s == 2
+    s = scaling(_samples([(0, 1), (12, 3), (50, 3), (90, 2)]), 1, 10, 40, 45, max_replicas=4)
+    assert s.scale_up_s == 2 and s.time_to_max_s is None  # never reached 4
     assert not s.returned_to_min
 
 
