@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -133,3 +134,14 @@ def test_every_cluster_serves_through_the_testbeds_ingress(deployed: Deployed):
         proc = mlray(deployed.config_path, "status", cluster, "-o", "json")
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["ingress"] == want, cluster
+
+
+def test_the_first_deploy_built_every_app_environment_on_every_node(deployed: Deployed):
+    """So a replica the autoscaler places on the worker does not wait for pip there."""
+    nodes = 1 + load_spec().workers
+    for cluster, out in deployed.deploy_output.items():
+        m = re.search(r"Nodes prepared: (\d+)/(\d+) app environment\(s\) ready on (\d+) node", out)
+        assert m, f"{cluster}: no node preparation in the deploy output:\n{out}"
+        ready, total, on = map(int, m.groups())
+        assert (ready, on) == (total, nodes) and total >= nodes, out
+        assert "environment not built" not in out
