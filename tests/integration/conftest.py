@@ -114,7 +114,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """A real single-node Ray cluster, as `ray start --head` makes on a VM."""
     dash_port, gcs_port, serve_port = free_port(), free_port(), free_port()
-    tmp = Path("/tmp/ray-mlray-it")  # Ray's socket paths must stay short
+    # Ray's socket paths must stay short. Two suites on one host need two directories: the
+    # teardown stops every process started under it.
+    tmp = Path(os.environ.get("MLRAY_IT_RAY_TMP") or "/tmp/ray-mlray-it")
     shutil.rmtree(tmp, ignore_errors=True)
     # Token auth as Ray >= 2.60 enables it by default; mlray must send the token.
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
