@@ -231,6 +231,10 @@ class Chaos:
         )
         self.figures["concurrent_deploy"] = {
             "writers": {w.name: {"exit": w.returncode, "apps": w.apps} for w in writers},
+            # how often a writer found the config moved under it (before or after its PUT)
+            "merges": sum(
+                w.output.count("merging") + w.output.count("putting them again") for w in writers
+            ),
             "served": served,
             **result.figures(),
         }
@@ -252,7 +256,7 @@ class Chaos:
             log.close()
             output = Path(log.name).read_text(errors="replace")
             say(f"concurrent_deploy: {name} exited {code}: {output.strip().splitlines()[-1:]}")
-            writers.append(gates.Writer(name, code, commands[name][1], output[-3000:]))
+            writers.append(gates.Writer(name, code, commands[name][1], output))
         return writers
 
     def _served(self, apps: Sequence[str], timeout_s: float) -> tuple[dict[str, str], float | None]:

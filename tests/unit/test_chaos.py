@@ -66,13 +66,16 @@ def test_running_identities_change_when_a_replica_restarts_in_place():
     assert faults.replicas(details(7), "other") == []
 
 
-def test_the_fuzz_generator_sends_the_requested_count_of_varied_requests():
+def test_the_fuzz_generator_sends_the_requested_count_of_varied_requests(monkeypatch):
     seen: list[fuzz.FuzzRequest] = []
 
     def sender(session, url, req):
         seen.append(req)
-        return 503 if len(seen) == 7 else (None if len(seen) == 9 else 400)
+        return 503 if req is marked[0] else (None if req is marked[1] else 400)
 
+    marked = fuzz.generate(2)  # two requests that are answered 503 and not at all
+    drawn = fuzz.generate(198)
+    monkeypatch.setattr(fuzz, "generate", lambda n: [*marked, *drawn][:n])
     result = fuzz.run("http://replica/invocations", 200, sender=sender)
     assert result.total == 200 and result.transport_errors == 1 and result.statuses[503] == 1
     assert 503 in result.examples and 0 in result.examples
