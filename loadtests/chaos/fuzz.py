@@ -34,8 +34,8 @@ KEYS = [
 ]
 # Mostly the two the server takes, so most bodies reach the parser rather than the 415.
 CONTENT_TYPES = [
-    *["application/json"] * 6,
-    *["text/csv"] * 2,
+    *["application/json"] * 20,
+    *["text/csv"] * 5,
     "application/json; charset=utf-16",
     "application/json; format=pandas-split",
     "text/plain",
