@@ -166,7 +166,7 @@ def generate(count: int) -> list[FuzzRequest]:
 
 
 def run(
-    url: str, count: int, sender: Callable[..., int | None] = send, workers: int = 4
+    url: str, count: int, sender: Callable[..., int | None] = send, workers: int = 6
 ) -> FuzzResult:
     """Send `count` generated requests to `url`, `workers` at a time; every answer counted."""
     result = FuzzResult()

@@ -26,7 +26,7 @@ class Profile:
 
 
 PROFILES = {
-    "short": Profile("short", load_s=45, fault_at_s=12, race_load_s=75, fuzz_requests=2000),
+    "short": Profile("short", load_s=40, fault_at_s=10, race_load_s=60, fuzz_requests=2000),
     "full": Profile("full", load_s=90, fault_at_s=30, race_load_s=120, fuzz_requests=5000),
 }
 
