@@ -128,6 +128,16 @@ def load(session: nox.Session) -> None:
     session.run("python", "-m", "loadtests", *session.posargs)
 
 
+@nox.session(default=False)
+def chaos(session: nox.Session) -> None:
+    """Faults under steady load on a running testbed: replica kill, concurrent deploys, fuzzed
+    requests; gates. Options after `--`: --profile short|full, --scenario NAME (repeatable).
+    Report: reports/<timestamp>/chaos.json and one PNG per scenario. See docs/reliability.md.
+    """
+    _install(session, "chaos")
+    session.run("python", "-m", "loadtests.chaos", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check + format check, and the GitHub workflow against its schema."""
@@ -141,12 +151,14 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=False, default=False)
 def ci(session: nox.Session) -> None:
     """What CI runs (the README's test command): lint, unit + integration tests, testbed
-    self-test, e2e, then the short load gate on the e2e's testbed, then down."""
-    # The load gate adopts the testbed e2e brought up and deployed, instead of a second
-    # bring-up; `down` removes it at the end (nox runs it even when an earlier session failed).
+    self-test, e2e, then the short load and chaos gates on the e2e's testbed, then down."""
+    # The load and chaos gates adopt the testbed e2e brought up and deployed, instead of a
+    # second bring-up; `down` removes it at the end (nox runs it even when an earlier session
+    # failed).
     os.environ["MLRAY_E2E_KEEP"] = "1"
     for name in ("lint", "tests", "testbed"):
         session.notify(name)
     session.notify("e2e", posargs=["-n", "0"])
     session.notify("load", posargs=["--profile", "short"])
+    session.notify("chaos", posargs=["--profile", "short"])
     session.notify("down")

@@ -16,7 +16,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -383,18 +383,20 @@ def _header(args: argparse.Namespace, tb: Any, adopted: bool) -> dict[str, Any]:
     }
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m loadtests", description=__doc__.split("\n")[0])
+def common_parser(prog: str, doc: str, profiles: Sequence[str], names: Sequence[str],
+                  short_help: str) -> argparse.ArgumentParser:  # fmt: skip
+    """--profile, --scenario and --reports, shared by the load and the chaos CLIs."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     parser.add_argument(
         "--profile",
-        choices=sorted(PROFILES),
+        choices=sorted(profiles),
         default="full",
-        help="short: the CI gate (about 5 min); full: the report (default)",
+        help=f"short: the CI gate ({short_help}); full: the report (default)",
     )
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=list(HANDLERS),
+        choices=list(names),
         help="run only these (repeatable); default: all",
     )
     parser.add_argument(
@@ -402,6 +404,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=str(ROOT / "reports"),
         help="parent directory of the timestamped report (default: reports/)",
     )
+    return parser
+
+
+def guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace, what: str) -> int:
+    """Run; a failure to set up (not a failed gate) is one line and exit 2."""
+    from mlray.errors import MlrayError
+    from testbed.errors import TestbedError
+
+    try:
+        return run(args)
+    except (LoadTestError, TestbedError, MlrayError) as exc:
+        print(f"{what} could not run: {exc}", file=sys.stderr)
+        return 2
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = common_parser("python -m loadtests", __doc__, PROFILES, HANDLERS, "about 5 min")
     parser.add_argument("--keep", action="store_true",
                         default=os.environ.get("MLRAY_LOAD_KEEP") == "1",
                         help="leave a testbed this command started running")  # fmt: skip
@@ -411,12 +430,4 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mlray.errors import MlrayError
-    from testbed.errors import TestbedError
-
-    args = parse_args(argv)
-    try:
-        return run_all(args)
-    except (LoadTestError, TestbedError, MlrayError) as exc:
-        print(f"load tests could not run: {exc}", file=sys.stderr)
-        return 2
+    return guarded(run_all, parse_args(argv), "load tests")

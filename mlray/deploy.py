@@ -6,6 +6,7 @@ live cluster facts, tags, wheels) runs before the only write, the PUT of the Ser
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +50,7 @@ from mlray.ray_api import ClusterFacts, Job, RayDashboard
 from mlray.registry import Registry
 from mlray.serving_package import ServingPackage, build_serving_package, publish_serving_package
 from mlray.tags import Problem
+from mlray.writes import Intent, fingerprint, merged, violations
 
 TERMINAL_BAD = ("DEPLOY_FAILED",)
 
@@ -246,13 +248,14 @@ def deploy(
         return report
     ship_serving_code(cfg, cluster_name, dash, package, say)
     say(f"Applying the Serve config to {cluster_name} ({len(plan.config['applications'])} apps)")
-    dash.put_serve_config(plan.config)
+    writer = ConfigWriter(dash, plan, details, cluster.http_options, say)
+    writer.put()
     report.applied = True
     # Submitted now, so other nodes build while the replicas start; read after the wait.
     job = _start_node_envs(dash, plan, opts, say) if opts.prepare_nodes else None
     wait_until_running(
         dash, plan, opts.timeout_s, say, timeline=report.timeline,
-        unschedulable_s=opts.unschedulable_timeout_s,
+        unschedulable_s=opts.unschedulable_timeout_s, writer=writer,
     )  # fmt: skip
     if job is not None:
         report.node_envs = _finish_node_envs(dash, job, say)
@@ -420,6 +423,70 @@ def _write_back(
             say(f"warning: could not tag {model.label} with its endpoint: {e}")
 
 
+class ConfigWriter:
+    """Puts a plan's Serve config and keeps its intent in place against concurrent writers.
+
+    Ray's PUT replaces the whole config with no compare-and-swap (see :mod:`mlray.writes`):
+    right before the PUT the apps are read again and, if they moved since the plan was
+    made, the intent is merged into them; while waiting, a violated intent (a later PUT
+    built from an older read dropped or reverted ours) is put again, merged, at most
+    ``retries`` times, else the deploy fails. The wait ends no sooner than ``settle_s``
+    after the last PUT, so a PUT still in flight from another writer is seen.
+    """
+
+    def __init__(
+        self,
+        dash: RayDashboard,
+        plan: Plan,
+        read: dict[str, Any],
+        http_options: dict[str, Any] | None,
+        say: Callable[..., None],
+        retries: int = 5,
+        settle_s: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.dash, self.plan, self.say, self.clock = dash, plan, say, clock
+        self.http_options = http_options
+        self.intent = Intent.of(plan)
+        self.seen = fingerprint(read)
+        self.retries, self.settle_s = retries, settle_s
+        self.reapplied = 0
+        self.put_at: float | None = None
+
+    def put(self, config: dict[str, Any] | None = None) -> None:
+        config = config or self.plan.config
+        now = self.dash.serve_details()
+        if fingerprint(now) != self.seen:
+            self.say("  the Serve config changed since it was read (another deploy?): merging")
+            config = merged(now, self.intent, self.http_options)
+        self.dash.put_serve_config(config)
+        self.put_at = self.clock()
+
+    def check(self, details: dict[str, Any]) -> bool:
+        """True when the intent was violated and has just been put again."""
+        bad = violations(details, self.intent)
+        if not bad:
+            return False
+        if self.reapplied >= self.retries:
+            raise DeployFailed(
+                f"another writer replaced the Serve config {self.reapplied + 1} times and "
+                "undid this deploy's apps; gave up (run the deploy again when the other one "
+                "is done):\n  - " + "\n  - ".join(bad)
+            )
+        self.reapplied += 1
+        self.say(
+            "  a concurrent PUT undid our apps (" + "; ".join(bad) + "): putting them again, "
+            f"merged with what runs now ({self.reapplied}/{self.retries})"
+        )
+        time.sleep(random.uniform(0.0, 1.0))  # two writers retrying in step would collide again
+        self.seen = fingerprint(details)
+        self.put(merged(details, self.intent, self.http_options))
+        return True
+
+    def settled(self) -> bool:
+        return self.put_at is None or self.clock() - self.put_at >= self.settle_s
+
+
 def wait_until_running(
     dash: RayDashboard,
     plan: Plan,
@@ -429,6 +496,7 @@ def wait_until_running(
     clock: Callable[[], float] = time.monotonic,
     timeline: dict[str, float] | None = None,
     unschedulable_s: float = 60.0,
+    writer: ConfigWriter | None = None,
 ) -> None:
     """Poll until every planned app runs the new config, showing each status change.
 
@@ -441,10 +509,13 @@ def wait_until_running(
     gone = {a.name for a in plan.by_action("remove")}
     board = AppBoard(say.out) if say.live else None
     plain = say if board is None else (lambda line="": None)
+    # Apps of others the plan kept: another writer may remove them meanwhile; not ours to wait.
+    optional = {a.name for a in plan.by_action("keep")}
     try:
         _wait_loop(
-            dash, want, gone, timeout_s, plain, board, poll_s, clock, timeline, unschedulable_s
-        )
+            dash, want, gone, timeout_s, plain, board, poll_s, clock, timeline, unschedulable_s,
+            writer, optional,
+        )  # fmt: skip
     finally:
         if board is not None:
             board.stop()
@@ -461,6 +532,8 @@ def _wait_loop(
     clock: Callable[[], float],
     timeline: dict[str, float] | None,
     unschedulable_s: float,
+    writer: ConfigWriter | None = None,
+    optional: set[str] | None = None,
 ) -> None:
     start = clock()
     last: dict[str, str] = {}
@@ -471,10 +544,14 @@ def _wait_loop(
     last_beat = start
     while True:
         details = dash.serve_details()
+        if writer is not None and writer.check(details):
+            continue  # our apps were put again: read the cluster anew
         apps = details.get("applications") or {}
         pending, failed, stuck = [], [], []
         rows: list[AppRow] = []
         for name, cfg in want.items():
+            if name in (optional or ()) and name not in apps:
+                continue
             app = apps.get(name) or {}
             status = app.get("status", "NOT_STARTED")
             if not same_app(app.get("deployed_app_config"), cfg) and status == "RUNNING":
@@ -517,7 +594,7 @@ def _wait_loop(
                 "(--unschedulable-timeout); giving up before the timeout. Lower the resources "
                 "or replicas, or add nodes:\n  - " + "\n  - ".join(stuck)
             )
-        if not pending:
+        if not pending and (writer is None or writer.settled()):
             return
         if clock() - start > timeout_s:
             msgs = [f"{n}: {app_message(apps.get(n) or {})}" for n in want if n in apps]
@@ -549,8 +626,9 @@ def undeploy(
     if opts.dry_run or not plan.changes:
         say.result("Nothing was changed." if opts.dry_run else "Nothing to remove.")
         return plan
-    dash.put_serve_config(plan.config)
-    wait_until_running(dash, plan, opts.timeout_s, say)
+    writer = ConfigWriter(dash, plan, details, cluster.http_options, say)
+    writer.put()
+    wait_until_running(dash, plan, opts.timeout_s, say, writer=writer)
     say.result(f"Removed {len(plan.by_action('remove'))} app(s) from {cluster_name}.")
     return plan
 
@@ -691,6 +769,7 @@ def apply_one(
         return plan
     if app is not None:
         ship_serving_code(cfg, cluster_name, dash, build_serving_package(), say)
-    dash.put_serve_config(plan.config)
-    wait_until_running(dash, plan, timeout_s, say)
+    writer = ConfigWriter(dash, plan, details, cluster.http_options, say)
+    writer.put()
+    wait_until_running(dash, plan, timeout_s, say, writer=writer)
     return plan

@@ -138,6 +138,7 @@ def app_config(
         deployment["autoscaling_config"] = dict(options.autoscaling or {})
     if options.max_ongoing_requests is not None:
         deployment["max_ongoing_requests"] = options.max_ongoing_requests
+    deployment["health_check_period_s"] = options.health_check_period_s
     return {
         "name": options.name,
         "route_prefix": f"/{options.name}",
@@ -249,6 +250,8 @@ def change_reason(current: Mapping[str, Any], desired: Mapping[str, Any]) -> str
         if _canon(_project(cur_d.get(k), new_d.get(k))) != _canon(new_d.get(k)):
             reasons.append("scaling changed (applied live, no restart)")
             break
+    if _canon(cur_d.get("health_check_period_s")) != _canon(new_d.get("health_check_period_s")):
+        reasons.append("health checks changed (applied live, no restart)")
     return "; ".join(dict.fromkeys(reasons)) or "config changed"
 
 

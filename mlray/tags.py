@@ -24,6 +24,11 @@ RAY_DEFAULT_MAX_ONGOING = 5
 # loadtests/replica_bench.py: 52 rps at c=8, 13 rps at c=32; docs/performance.md,
 # ray-project/ray#52609). 64 held at c=32; it does not change what the autoscaler sees.
 DEFAULT_MAX_ONGOING = 64
+# mlray's default for health_check_period_s. Ray notices a dead replica only at its next health
+# check (Ray's default period: 10 s), so a SIGKILLed replica's replacement was RUNNING 7-17 s
+# later (nox -s chaos, replica_kill). mlray's check_health is an attribute test: checking every
+# 2 s costs the controller little and notices the death within 2 s.
+DEFAULT_HEALTH_CHECK_PERIOD_S = 2.0
 # Ray takes any non-empty app name, and `/<name>` as its route must have no "{", "}" and no
 # trailing "/". We accept what is also one clean URL path segment (RFC 3986's unreserved
 # characters, any case): Ray-valid, and never a route with "/", spaces or escapes.
@@ -149,6 +154,14 @@ TAG_SPECS: dict[str, TagSpec] = {
             default=f"{DEFAULT_MAX_ONGOING}, or 2 x max_batch_size if larger",
         ),
         _spec(
+            "health_check_period_s",
+            _number(0, True),
+            _POS,
+            doc="seconds between Ray's health checks of a replica: a dead replica is noticed "
+            "within this long, then replaced (applied live, no restart)",
+            default=f"{DEFAULT_HEALTH_CHECK_PERIOD_S:g}",
+        ),
+        _spec(
             "autoscaling_config.min_replicas",
             _integer(0),
             "a whole number >= 0",
@@ -248,6 +261,7 @@ class ServeOptions:
     num_replicas: int | None = None
     autoscaling: Mapping[str, float | int] | None = None
     max_ongoing_requests: int | None = None
+    health_check_period_s: float = DEFAULT_HEALTH_CHECK_PERIOD_S
     max_batch_size: int | None = None
     batch_wait_timeout_s: float | None = None
 
@@ -428,6 +442,7 @@ def parse_tags(tags: Mapping[str, str]) -> tuple[ServeOptions | None, list[Probl
             num_replicas=get("num_replicas"),
             autoscaling=dict(sorted(auto.items())) if get("num_replicas") is None else None,
             max_ongoing_requests=max_ongoing,
+            health_check_period_s=get("health_check_period_s") or DEFAULT_HEALTH_CHECK_PERIOD_S,
             max_batch_size=batch,
             batch_wait_timeout_s=get("user_config.batch_wait_timeout_s"),
         ),

@@ -139,6 +139,17 @@ def test_batch_size_change_is_a_live_update():
     assert a.action == "update" and "batching changed (applied live, no restart)" in a.reason
 
 
+def test_replicas_are_health_checked_every_2_s_unless_tagged_and_a_change_is_live():
+    ((_, cfg),) = desired(model())
+    assert cfg["deployments"][0]["health_check_period_s"] == 2.0  # Ray's 10 s: slow recovery
+    new = desired(model(tags={**TAGS, "ray.health_check_period_s": "5"}))
+    assert new[0][1]["deployments"][0]["health_check_period_s"] == 5.0
+    (a,) = plan_deploy(new, cluster_with(cfg)).apps
+    assert a.action == "update" and a.reason == "health checks changed (applied live, no restart)"
+    _, problems = parse_tags({**TAGS, "ray.health_check_period_s": "0"})
+    assert problems and problems[0].tag == "ray.health_check_period_s"
+
+
 def test_unselected_managed_app_is_removed_and_prune_removes_unmanaged():
     old = desired(model())[0][1]
     other = {"name": "theirs", "import_path": "x:y"}

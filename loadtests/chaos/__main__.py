@@ -1,0 +1,5 @@
+import sys
+
+from loadtests.chaos.cli import main
+
+sys.exit(main())

@@ -1,0 +1,384 @@
+"""`python -m loadtests.chaos` (`nox -s chaos`): faults under steady load on a running testbed.
+
+    python -m loadtests.chaos [--profile short|full] [--scenario replica_kill ...]
+
+Needs a running testbed (`nox -s up`; trains the examples if missing). Registers copies of
+an example model as the chaos apps, deploys them with `mlray deploy`, runs each scenario
+under Locust, and writes reports/<timestamp>/chaos.json plus one PNG per scenario.
+Exit 0: every scenario held. 1: one did not (the report says which). 2: could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtests.chaos import faults, fuzz, gates, report
+from loadtests.chaos.scenarios import (
+    LOAD_USERS,
+    NAMES,
+    PLUGIN_APP,
+    PROFILES,
+    RACE_MODELS,
+    SOURCE_MODEL,
+    TARGET_APP,
+    TARGET_MODEL,
+    Profile,
+)
+from loadtests.cli import ALIAS, Session, common_parser, guarded
+from loadtests.errors import LoadTestError
+from loadtests.observe import Sampler
+from loadtests.runner import RunResult, run_locust, say
+from loadtests.scenarios import CLUSTER, Run, constant
+
+COPIED_FROM = "mlray.chaos.copied_from"  # version tag of each chaos copy
+SMALL = {
+    "ray.ray_actor_options.num_cpus": "0.25",
+    "ray.ray_actor_options.memory": "0.25",
+    "ray.num_replicas": "1",
+}
+TARGET_TAGS = {
+    "ray.name": TARGET_APP,
+    "ray.ray_actor_options.num_cpus": "0.25",
+    "ray.ray_actor_options.memory": "0.5",
+    "ray.num_replicas": "2",
+    "ray.max_ongoing_requests": "32",
+    "ray.ray_actor_options.runtime_env.env_vars": '{"OMP_NUM_THREADS": "1"}',
+}
+
+
+@dataclass
+class Load:
+    """A steady Locust run in a thread, the app's replicas sampled alongside."""
+
+    sampler: Sampler
+    thread: threading.Thread
+    box: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def result(self) -> RunResult:
+        if "result" not in self.box:
+            raise LoadTestError(f"got no Locust result: {self.box.get('error')}")
+        return self.box["result"]
+
+
+class Chaos:
+    """The scenarios against one testbed: its dashboard, registry and containers."""
+
+    def __init__(self, session: Session, containers: list[str], profile: Profile) -> None:
+        self.s = session
+        self.containers = containers
+        self.profile = profile
+        self.out_dir = session.out_dir
+        self.figures: dict[str, dict[str, Any]] = {}
+
+    # ---- set-up ----------------------------------------------------------------------------
+
+    def copy_model(self, target: str, tags: dict[str, str], alias: bool) -> str:
+        """SOURCE_MODEL's served version registered again as `target` with exactly `tags`
+        (the copy's own ray.* version tags removed); its version."""
+        client = self.s.client
+        origin_mv = client.get_model_version_by_alias(SOURCE_MODEL, ALIAS)
+        origin = f"{SOURCE_MODEL}/{origin_mv.version}"
+        found = [
+            mv
+            for mv in client.search_model_versions(f"name='{target}'")
+            if (mv.tags or {}).get(COPIED_FROM) == origin
+        ]
+        mv = found[0] if found else client.copy_model_version(f"models:/{origin}", target)
+        if not found:
+            client.set_model_version_tag(target, mv.version, COPIED_FROM, origin)
+            say(f"registered {target} v{mv.version}, a copy of {origin}")
+        for key in mv.tags or {}:
+            if key.startswith("ray."):
+                client.delete_model_version_tag(target, mv.version, key)
+        have = client.get_registered_model(target).tags or {}
+        for key in have.keys() - tags.keys():
+            if key.startswith("ray."):
+                client.delete_registered_model_tag(target, key)
+        for key, value in tags.items():
+            if have.get(key) != value:
+                client.set_registered_model_tag(target, key, value)
+        if alias:
+            client.set_registered_model_alias(target, ALIAS, mv.version)
+        return str(mv.version)
+
+    def setup(self) -> None:
+        self.copy_model(TARGET_MODEL, TARGET_TAGS, alias=True)
+        for model, app in RACE_MODELS.items():
+            self.copy_model(model, {**SMALL, "ray.name": app}, alias=False)
+        self.s.deploy()
+        self.wait_replicas(TARGET_APP, 2, 120)
+
+    def details(self) -> dict[str, Any]:
+        return self.s.dashboard.serve_details()
+
+    def wait_replicas(self, app: str, count: int, timeout_s: float) -> dict[str, str]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ids = faults.running_identities(self.details(), app)
+            if len(ids) == count:
+                return ids
+            if time.monotonic() > deadline:
+                raise LoadTestError(f"got {len(ids)} RUNNING replicas of {app}; expected {count}")
+            time.sleep(1)
+
+    @contextlib.contextmanager
+    def load(self, name: str, app: str, duration_s: float) -> Iterator[Load]:
+        run = Run(name, app, constant(LOAD_USERS, duration_s))
+        host, path = self.s.target(run)
+        with Sampler(self.s.dashboard, app) as sampler:
+            load = Load(sampler, threading.Thread(target=lambda: None))
+
+            def drive() -> None:
+                try:
+                    load.box["result"] = run_locust(run, host, path, self.out_dir, sampler)
+                except Exception as e:  # reported by Load.result
+                    load.box["error"] = e
+
+            load.thread = threading.Thread(target=drive, name=f"locust-{name}", daemon=True)
+            load.thread.start()
+            yield load
+            load.thread.join()
+
+    # ---- scenarios -------------------------------------------------------------------------
+
+    def replica_kill(self) -> gates.Outcome:
+        before = self.wait_replicas(TARGET_APP, 2, 60)
+        with self.load("replica_kill", TARGET_APP, self.profile.load_s) as load:
+            time.sleep(self.profile.fault_at_s)
+            victim = next(
+                r
+                for r in faults.replicas(self.details(), TARGET_APP)
+                if r.get("state") == "RUNNING"
+            )
+            fault_at = time.time()
+            where = faults.kill_replica(self.containers, TARGET_APP, int(victim["pid"]))
+            say(f"replica_kill: SIGKILL {victim['replica_id']} (pid {victim['pid']}) in {where}")
+            back_at = self._replaced(str(victim["replica_id"]), 2, 90)
+        result = load.result
+        recovery = None if back_at is None else round(back_at - fault_at, 1)
+        marks = {"SIGKILL": fault_at, **({"replacement RUNNING": back_at} if back_at else {})}
+        report.plot(self.out_dir, "replica_kill", result, load.sampler.samples, marks)
+        self.figures["replica_kill"] = {
+            "replicas_before": before,
+            "killed_in": where,
+            **result.figures(),
+        }
+        return gates.replica_kill(result.requests, result.failures, recovery)
+
+    def _replaced(self, victim: str, count: int, timeout_s: float) -> float | None:
+        """When `count` replicas, none of them `victim`, were RUNNING again (epoch s)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ids = faults.running_identities(self.details(), TARGET_APP)
+            if len(ids) == count and victim not in ids:
+                return time.time()
+            time.sleep(0.25)
+        return None
+
+    def concurrent_deploy(self) -> gates.Outcome:
+        config = str(self.s.config_path)
+        racing = (*RACE_MODELS.values(), PLUGIN_APP)
+        stale = [a for a in racing if a in (self.details().get("applications") or {})]
+        if stale:  # a previous run's: the race must add them again
+            self._mlray("undeploy", config, CLUSTER, *stale)
+        for model in RACE_MODELS:
+            self.copy_model(model, {**SMALL, "ray.name": RACE_MODELS[model]}, alias=True)
+        source = self.s.client.get_model_version_by_alias(SOURCE_MODEL, ALIAS).version
+        mlray = [sys.executable, "-m", "mlray", "deploy", config, CLUSTER]
+        plugin = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "deployments",
+            "create",
+            "-t",
+            f"mlray:/{CLUSTER}",
+            "--name",
+            PLUGIN_APP,
+            "-m",
+            f"models:/{SOURCE_MODEL}/{source}",
+            *[f"-C{k.rsplit('.', 1)[-1]}={v}" for k, v in SMALL.items()],
+        ]
+        commands = {
+            "deploy-1": (mlray, tuple(RACE_MODELS.values())),
+            "deploy-2": (mlray, tuple(RACE_MODELS.values())),
+            "plugin-create": (plugin, (PLUGIN_APP,)),
+        }
+        with self.load("concurrent_deploy", TARGET_APP, self.profile.race_load_s) as load:
+            time.sleep(5)
+            started = time.time()
+            writers = self._race(commands)
+            served, done_at = self._served(racing, 90)
+        result = load.result
+        converged = None if done_at is None else round(done_at - started, 1)
+        report.plot(
+            self.out_dir,
+            "concurrent_deploy",
+            result,
+            load.sampler.samples,
+            {"writers start": started, **({"all served": done_at} if done_at else {})},
+        )
+        self.figures["concurrent_deploy"] = {
+            "writers": {w.name: {"exit": w.returncode, "apps": w.apps} for w in writers},
+            # how often a writer found the config moved under it (before or after its PUT)
+            "merges": sum(
+                w.output.count("merging") + w.output.count("putting them again") for w in writers
+            ),
+            "served": served,
+            **result.figures(),
+        }
+        return gates.concurrent_deploy(writers, served, result.requests, result.failures, converged)
+
+    def _race(self, commands: dict[str, tuple[list[str], tuple[str, ...]]]) -> list[gates.Writer]:
+        """Start every writer at once; their exit codes and output once all have ended."""
+        env = {**os.environ, "MLRAY_CONFIG": str(self.s.config_path), "MLRAY_PLAIN": "1"}
+        procs = {}
+        for name, (cmd, _) in commands.items():
+            log = (self.out_dir / f"concurrent_deploy.{name}.log").open("w")
+            procs[name] = (
+                subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT),
+                log,
+            )
+        writers = []
+        for name, (proc, log) in procs.items():
+            code = proc.wait(timeout=900)
+            log.close()
+            output = Path(log.name).read_text(errors="replace")
+            say(f"concurrent_deploy: {name} exited {code}: {output.strip().splitlines()[-1:]}")
+            writers.append(gates.Writer(name, code, commands[name][1], output))
+        return writers
+
+    def _served(self, apps: Sequence[str], timeout_s: float) -> tuple[dict[str, str], float | None]:
+        """Each app's status (absent: not in the config), once all run or at the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            current = self.details().get("applications") or {}
+            served = {
+                a: (current.get(a) or {}).get("status", "absent")
+                for a in apps
+                if (current.get(a) or {}).get("deployed_app_config")
+            }
+            if all(served.get(a) == "RUNNING" for a in apps):
+                return served, time.time()
+            if time.monotonic() > deadline:
+                return served, None
+            time.sleep(1)
+
+    def fuzz_requests(self) -> gates.Outcome:
+        before = self.wait_replicas(TARGET_APP, 2, 60)
+        url = f"{self.s.cluster.serve_url}/{TARGET_APP}/invocations"
+        with self.load("fuzz_requests", TARGET_APP, self.profile.load_s) as load:
+            time.sleep(3)
+            started = time.time()
+            found = fuzz.run(url, self.profile.fuzz_requests)
+            ended = time.time()
+        after = faults.running_identities(self.details(), TARGET_APP)
+        result = load.result
+        report.plot(
+            self.out_dir,
+            "fuzz_requests",
+            result,
+            load.sampler.samples,
+            {"fuzz starts": started, "fuzz ends": ended},
+        )
+        self.figures["fuzz_requests"] = {
+            "statuses": {str(k): v for k, v in sorted(found.statuses.items())},
+            "transport_errors": found.transport_errors,
+            "examples_5xx": found.examples,
+            "fuzz_s": round(ended - started, 1),
+            **result.figures(),
+        }
+        return gates.fuzz_requests(
+            found.statuses,
+            found.transport_errors,
+            before,
+            after,
+            result.requests,
+            result.failures,
+            self.profile.fuzz_requests,
+        )
+
+    def _mlray(self, *args: str) -> None:
+        say(f"$ mlray {' '.join(args)}")
+        if subprocess.run([sys.executable, "-m", "mlray", *args]).returncode != 0:
+            raise LoadTestError(f"`mlray {' '.join(args)}` failed; see above")
+
+
+HANDLERS: dict[str, Callable[[Chaos], gates.Outcome]] = {
+    "replica_kill": Chaos.replica_kill,
+    "concurrent_deploy": Chaos.concurrent_deploy,
+    "fuzz_requests": Chaos.fuzz_requests,
+}
+
+
+def run_all(args: argparse.Namespace) -> int:
+    from testbed import Testbed, nodes
+    from testbed.training import train_examples
+
+    started = time.monotonic()
+    tb = Testbed.from_file()
+    tb.prepare()
+    if nodes.container_status(tb.spec.mlflow_container) != "running":
+        raise LoadTestError("got no running testbed; expected one (`nox -s up`, then this)")
+    python = next((p for p in tb.spec.python if tb.spec.cluster_name(p) == CLUSTER), None)
+    if python is None:
+        raise LoadTestError(f"got pythons {tb.spec.python}; expected the {CLUSTER} cluster")
+    out_dir = Path(args.reports) / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    session = Session(out_dir, tb.config_path)
+    missing = session.missing_models()
+    if missing:
+        say(f"training {', '.join(missing)} (not in the registry yet)")
+        train_examples(tb, names=missing)
+    containers = [tb.spec.head_container(python)]
+    containers += [tb.spec.worker_container(python, i + 1) for i in range(tb.spec.workers)]
+    chaos = Chaos(session, containers, PROFILES[args.profile])
+    chaos.setup()
+    seconds = {"setup": round(time.monotonic() - started, 1)}
+    outcomes: dict[str, gates.Outcome] = {}
+    for name in args.scenario:
+        mark = time.monotonic()
+        say(f"scenario {name}")
+        outcomes[name] = HANDLERS[name](chaos)
+        seconds[name] = round(time.monotonic() - mark, 1)
+        say(f"{name}: {'PASS' if outcomes[name].passed else 'FAIL'}: {outcomes[name].detail}")
+    seconds["total"] = round(time.monotonic() - started, 1)
+    path = report.write_json(
+        out_dir,
+        outcomes,
+        {
+            "profile": args.profile,
+            "cluster": CLUSTER,
+            "app": TARGET_APP,
+            "started_at": time.strftime(
+                "%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - seconds["total"])
+            ),
+            "timings_s": seconds,
+            "figures": chaos.figures,
+        },
+    )
+    print("\n" + report.table(outcomes, seconds))
+    print(f"\nreport: {path} (and one PNG per scenario); stages (s): {seconds}")
+    return 0 if all(o.passed for o in outcomes.values()) else 1
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = common_parser("python -m loadtests.chaos", __doc__, PROFILES, NAMES, "a few minutes")
+    args = parser.parse_args(argv)
+    args.scenario = args.scenario or list(NAMES)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return guarded(run_all, parse_args(argv), "chaos scenarios")

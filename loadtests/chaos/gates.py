@@ -1,0 +1,121 @@
+"""Pass/fail of each scenario, set from its figures at the end of the run. Pure.
+
+A figure that is missing fails its gate, so a scenario that silently did nothing never passes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from loadtests.chaos.scenarios import REPLICA_KILL_MAX_RECOVERY_S, REPLICA_KILL_MIN_SUCCESS
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One entry of chaos.json's `scenarios`."""
+
+    passed: bool
+    success_rate: float | None
+    recovery_s: float | None
+    detail: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Writer:
+    """One concurrent writer: its exit code, the apps it reports deployed, its last words."""
+
+    name: str
+    returncode: int
+    apps: tuple[str, ...]
+    output: str
+
+
+def rate(requests: int, failures: int) -> float | None:
+    return None if requests <= 0 else round(1 - failures / requests, 5)
+
+
+def replica_kill(requests: int, failures: int, recovery_s: float | None) -> Outcome:
+    success = rate(requests, failures)
+    problems = []
+    if success is None or success < REPLICA_KILL_MIN_SUCCESS:
+        problems.append(
+            f"got success {success} ({failures} failed of {requests}); "
+            f"expected >= {REPLICA_KILL_MIN_SUCCESS}"
+        )
+    if recovery_s is None or recovery_s > REPLICA_KILL_MAX_RECOVERY_S:
+        problems.append(
+            f"got {recovery_s} s until the replacement replica was RUNNING; "
+            f"expected <= {REPLICA_KILL_MAX_RECOVERY_S} s"
+        )
+    detail = "; ".join(problems) or (
+        f"{requests} requests, {failures} failed; replacement RUNNING {recovery_s} s after SIGKILL"
+    )
+    return Outcome(not problems, success, recovery_s, detail)
+
+
+def concurrent_deploy(
+    writers: list[Writer],
+    served: Mapping[str, str],
+    requests: int,
+    failures: int,
+    converged_s: float | None,
+) -> Outcome:
+    """No lost update: every app a successful writer reports is served (RUNNING) at the end;
+    a writer that failed says why in a message, not a traceback."""
+    problems = []
+    for w in writers:
+        if w.returncode == 0:
+            lost = [a for a in w.apps if served.get(a) != "RUNNING"]
+            if lost:
+                status = ", ".join(f"{a}: {served.get(a, 'absent')}" for a in lost)
+                problems.append(f"{w.name} reported {', '.join(lost)} deployed; got {status}")
+        elif "Traceback" in w.output or not w.output.strip():
+            problems.append(f"{w.name} exited {w.returncode} without a clear message")
+    if not any(w.returncode == 0 for w in writers):
+        problems.append("got no writer that succeeded; expected at least one")
+    summary = ", ".join(f"{w.name} exit {w.returncode}" for w in writers)
+    detail = "; ".join(problems) or (
+        f"{summary}; every reported app served; {requests} requests under load, {failures} failed"
+    )
+    return Outcome(not problems, rate(requests, failures), converged_s, detail)
+
+
+def fuzz_requests(
+    statuses: Counter[int],
+    transport_errors: int,
+    replicas_before: Mapping[str, str],
+    replicas_after: Mapping[str, str],
+    load_requests: int,
+    load_failures: int,
+    wanted: int,
+) -> Outcome:
+    """No 5xx, no dropped connection, the same replicas before and after, load unharmed.
+
+    `success_rate` is the share of fuzzed requests answered below 500 (4xx, or 200 for a
+    generated body that happens to be valid)."""
+    total = sum(statuses.values()) + transport_errors
+    server_errors = sum(n for s, n in statuses.items() if s >= 500)
+    handled = total - server_errors - transport_errors
+    problems = []
+    if total < wanted:
+        problems.append(f"got {total} fuzzed requests; expected >= {wanted}")
+    if server_errors or transport_errors:
+        problems.append(f"got {server_errors} 5xx and {transport_errors} dropped; expected 0")
+    if not replicas_before or replicas_before != replicas_after:
+        problems.append(
+            f"got replicas {dict(replicas_after)} after; expected the same as before "
+            f"{dict(replicas_before)} (no restart)"
+        )
+    if load_failures or not load_requests:
+        problems.append(f"got {load_failures} failed of {load_requests} load requests; expected 0")
+    codes = ", ".join(f"{n}x {s}" for s, n in sorted(statuses.items()))
+    detail = "; ".join(problems) or (
+        f"{total} fuzzed requests ({codes}); replicas unchanged; {load_requests} load requests, "
+        "0 failed"
+    )
+    return Outcome(not problems, None if not total else round(handled / total, 5), None, detail)

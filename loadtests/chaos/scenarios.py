@@ -1,0 +1,35 @@
+"""The chaos scenarios and profiles, as data: which app, how long, which thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SOURCE_MODEL = "iris_xgb17.staging"  # every chaos app serves a copy of this example's version
+TARGET_MODEL = "iris_chaos.staging"  # 2 replicas: the app faults are injected into
+TARGET_APP = "iris-chaos"
+RACE_MODELS = {"iris_chaos_a.staging": "iris-chaos-a", "iris_chaos_b.staging": "iris-chaos-b"}
+PLUGIN_APP = "iris-chaos-p"
+LOAD_USERS = 8  # steady closed-loop users: enough to see a gap, light for a 2-core host
+
+NAMES = ("replica_kill", "concurrent_deploy", "fuzz_requests")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """`short` is the CI gate (a few minutes); `full` the documented figures."""
+
+    name: str
+    load_s: float  # steady load of replica_kill and fuzz_requests
+    fault_at_s: float  # replica_kill: seconds of load before the fault
+    race_load_s: float  # concurrent_deploy: load while the writers race
+    fuzz_requests: int
+
+
+PROFILES = {
+    "short": Profile("short", load_s=40, fault_at_s=10, race_load_s=60, fuzz_requests=2000),
+    "full": Profile("full", load_s=90, fault_at_s=30, race_load_s=120, fuzz_requests=5000),
+}
+
+# What must hold (issue 12's table).
+REPLICA_KILL_MIN_SUCCESS = 0.995
+REPLICA_KILL_MAX_RECOVERY_S = 15.0

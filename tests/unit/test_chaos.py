@@ -1,0 +1,107 @@
+"""The chaos suite's pure parts: gates, replica identities, the fuzz generator, the report.
+
+The faults themselves run against the testbed (`nox -s chaos`); here each gate is shown to
+fail on its own figure, so a scenario that did nothing cannot pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from loadtests.chaos import faults, fuzz, gates, report
+from loadtests.chaos.scenarios import NAMES, PROFILES
+from loadtests.observe import Sample
+from loadtests.runner import RunResult
+
+
+def test_replica_kill_holds_at_the_issues_thresholds_and_fails_past_either():
+    assert gates.replica_kill(1000, 5, 15.0).passed
+    assert not gates.replica_kill(1000, 6, 3.0).passed
+    assert not gates.replica_kill(1000, 0, 15.1).passed
+    assert not gates.replica_kill(1000, 0, None).passed  # never replaced
+    assert not gates.replica_kill(0, 0, 1.0).passed  # no load at all
+
+
+def _writer(name: str, code: int, *apps: str, output: str = "Done.") -> gates.Writer:
+    return gates.Writer(name, code, apps, output)
+
+
+def test_concurrent_deploy_fails_on_a_lost_update_and_on_a_traceback():
+    served = {"a": "RUNNING", "p": "RUNNING"}
+    ok = [_writer("d1", 0, "a"), _writer("plugin", 0, "p")]
+    assert gates.concurrent_deploy(ok, served, 100, 0, 20.0).passed
+    lost = gates.concurrent_deploy(ok, {"a": "RUNNING"}, 100, 0, None)
+    assert not lost.passed and "plugin reported p deployed; got p: absent" in lost.detail
+    clear = [_writer("d1", 0, "a"), _writer("d2", 1, "b", output="error: another writer ...")]
+    assert gates.concurrent_deploy(clear, served, 100, 0, 20.0).passed  # the loser said why
+    crash = [_writer("d1", 0, "a"), _writer("d2", 1, "b", output="Traceback (most recent")]
+    assert not gates.concurrent_deploy(crash, served, 100, 0, 20.0).passed
+    assert not gates.concurrent_deploy([_writer("d1", 1, "a", output="x")], {}, 1, 0, 1).passed
+
+
+def test_fuzz_requests_fails_on_a_5xx_a_drop_a_restart_or_too_few_requests():
+    ids = {"r1": "a/1", "r2": "b/2"}
+    good = gates.fuzz_requests(Counter({400: 1990, 200: 10}), 0, ids, ids, 500, 0, 2000)
+    assert good.passed and good.success_rate == 1.0
+    assert not gates.fuzz_requests(Counter({400: 1999, 500: 1}), 0, ids, ids, 500, 0, 2000).passed
+    assert not gates.fuzz_requests(Counter({400: 1999}), 1, ids, ids, 500, 0, 2000).passed
+    moved = {"r1": "a/1", "r3": "c/3"}
+    assert not gates.fuzz_requests(Counter({400: 2000}), 0, ids, moved, 500, 0, 2000).passed
+    assert not gates.fuzz_requests(Counter({400: 10}), 0, ids, ids, 500, 0, 2000).passed
+    assert not gates.fuzz_requests(Counter({400: 2000}), 0, {}, {}, 500, 0, 2000).passed
+
+
+def test_running_identities_change_when_a_replica_restarts_in_place():
+    def details(pid: int) -> dict:
+        rs = [{"replica_id": "r1", "state": "RUNNING", "actor_id": "x", "pid": pid},
+              {"replica_id": "r2", "state": "STARTING", "actor_id": "y", "pid": 9}]  # fmt: skip
+        return {"applications": {"app": {"deployments": {"M": {"replicas": rs}}}}}
+
+    assert faults.running_identities(details(7), "app") == {"r1": "x/7"}
+    assert faults.running_identities(details(7), "app") != faults.running_identities(
+        details(8), "app"
+    )
+    assert faults.replicas(details(7), "other") == []
+
+
+def test_the_fuzz_generator_sends_the_requested_count_of_varied_requests(monkeypatch):
+    seen: list[fuzz.FuzzRequest] = []
+
+    def sender(session, url, req):
+        seen.append(req)
+        return 503 if req is marked[0] else (None if req is marked[1] else 400)
+
+    marked = fuzz.generate(2)  # two requests that are answered 503 and not at all
+    drawn = fuzz.generate(198)
+    monkeypatch.setattr(fuzz, "generate", lambda n: [*marked, *drawn][:n])
+    result = fuzz.run("http://replica/invocations", 200, sender=sender)
+    assert result.total == 200 and result.transport_errors == 1 and result.statuses[503] == 1
+    assert 503 in result.examples and 0 in result.examples
+    assert len({r.content_type for r in seen}) >= 5
+    assert len({r.body for r in seen}) >= 100
+
+
+def test_profiles_cover_the_issue_and_the_short_one_fits_ci():
+    assert NAMES == ("replica_kill", "concurrent_deploy", "fuzz_requests")
+    assert all(p.fuzz_requests >= 2000 for p in PROFILES.values())
+    short = PROFILES["short"]
+    assert short.load_s * 2 + short.race_load_s <= 240  # + set-up: the ~6 min CI budget
+
+
+def test_the_report_writes_chaos_json_in_the_issues_shape_and_a_png(tmp_path: Path):
+    outcomes = {"replica_kill": gates.replica_kill(1000, 0, 8.2)}
+    path = report.write_json(tmp_path, outcomes, {"profile": "short"})
+    doc = json.loads(path.read_text())
+    assert set(doc["scenarios"]["replica_kill"]) == {
+        "passed", "success_rate", "recovery_s", "detail",
+    }  # fmt: skip
+    history = [{"ts": 100 + t, "t": t, "users": 8, "rps": 50.0, "failures_s": float(t == 3),
+                "p50_ms": 5.0, "p99_ms": 9.0} for t in range(10)]  # fmt: skip
+    run = RunResult("replica_kill", "iris-chaos", "u", 8, 10, 10, 500, 1, 50, 5, 9, 5)
+    run.history = history
+    samples = [Sample(100 + t / 2, 2 if t < 6 or t > 12 else 1, None, None) for t in range(20)]
+    png = report.plot(tmp_path, "replica_kill", run, samples, {"SIGKILL": 103.0})
+    assert png.stat().st_size > 10_000
+    assert "replica_kill" in report.table(outcomes, {"replica_kill": 40})
