@@ -9,6 +9,7 @@ testbed first: it recreates the default one from scratch.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -164,7 +165,10 @@ def test_config_yml_describes_the_running_testbed(bed: Testbed) -> None:
         assert entry["mlflow_tracking_uri"] == bed.mlflow_internal_url
         assert entry["http_options"] == {"host": "0.0.0.0", "port": 8000}
         assert entry["platform"].startswith("linux_")
-        assert requests.get(f"{info.dashboard_url}/api/version", timeout=10).status_code == 200
+        assert entry["auth_token_file"] == str(bed.spec.auth_token_path)
+        headers = {"Authorization": f"Bearer {Path(entry['auth_token_file']).read_text().strip()}"}
+        version = requests.get(f"{info.dashboard_url}/api/version", timeout=10, headers=headers)
+        assert version.status_code == 200
 
 
 def test_broken_start_fails_fast_with_the_containers_log_lines(bed: Testbed) -> None:
