@@ -9,8 +9,8 @@ testbed first: it recreates the default one from scratch.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
