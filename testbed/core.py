@@ -164,6 +164,19 @@ class Testbed:
         engine.docker_client().containers.get(self.spec.mlflow_container).unpause()
         self._wait_mlflow()
 
+    def restart_cluster(self, python: str) -> ClusterInfo:
+        """Restart a cluster's head and workers (new Ray sessions: an empty GCS, no cached
+        runtime envs, no Serve apps) and wait until every node is back. Same addresses."""
+        self.prepare()
+        head = self.spec.head_container(python)
+        names = [head, *(self.spec.worker_container(python, i)
+                         for i in range(1, self.spec.workers + 1))]  # fmt: skip
+        for name in names:  # the head first: workers find it by name when they start
+            engine.run_podman("restart", "--time", str(STOP_TIMEOUT), name, timeout=300)
+        info = self._wait_cluster(python)
+        self.clusters[info.name] = info
+        return info
+
     def __enter__(self) -> Testbed:
         return self.up()
 

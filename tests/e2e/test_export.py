@@ -1,8 +1,9 @@
 """The RayService export's Serve half on a real cluster: apps from the manifest alone.
 
 KubeRay PUTs ``spec.serveConfigV2`` to a new cluster's dashboard; no mlray runs there, so the
-serving code must come from a URI any cluster can fetch. Here the exported config replaces
-every app of a testbed cluster whose GCS never held the serving package.
+serving code must come from a URI any cluster can fetch. Here a testbed cluster is restarted
+first (new Ray sessions: an empty GCS, no cached environments, no apps: a cluster that has
+never seen the package), then the exported Serve config alone brings every app up.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mlray.config import load_config
 from mlray.plan import cluster_part
 from mlray.ray_api import RayDashboard
 from mlray.serving_package import build_serving_package
+from testbed import Testbed
 from tests.e2e.conftest import Deployed, mlray, reference
 from tests.kuberay_crd import crd_errors, crd_validator
 
@@ -57,12 +59,12 @@ def test_exported_serve_config_brings_every_app_up_on_a_cluster(deployed: Deploy
         assert app["runtime_env"]["py_modules"] == [
             package.http_uri(cfg.cluster_tracking_uri(CLUSTER))
         ]
-    assert not dash.package_exists(package.gcs_uri), "the head's GCS must never hold it"
 
-    base = cluster_part(dash.serve_details(), cluster.http_options)
     try:
-        dash.put_serve_config({**base, "applications": []})
-        _wait(dash, lambda a: not a, "no apps")
+        Testbed.from_file().restart_cluster(cluster.python)
+        assert not dash.package_exists(package.gcs_uri), "a fresh GCS holds no package"
+        assert not (dash.serve_details().get("applications") or {}), "a fresh cluster has no apps"
+        base = cluster_part(dash.serve_details(), cluster.http_options)
         dash.put_serve_config({**base, "applications": apps})  # what KubeRay sends
         names = {a["name"] for a in apps}
         _wait(
