@@ -296,6 +296,9 @@ def ensure_service(state_dir: Path) -> str:
         stderr=log,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        # It outlives this checkout; conmon inherits its cwd, and a deleted one breaks every
+        # container start ("Failed to get working directory").
+        cwd="/",
     )
     (state_dir / "podman-service.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + 20
