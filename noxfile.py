@@ -74,6 +74,12 @@ def down(session: nox.Session) -> None:
     _testbed(session, "down")
 
 
+@nox.session(name="idle-cpu", default=False)
+def idle_cpu(session: nox.Session) -> None:
+    """Each running testbed container's share of a core while idle (-- --seconds 60)."""
+    _testbed(session, "idle-cpu", *session.posargs)
+
+
 @nox.session(default=False)
 def train(session: nox.Session) -> None:
     """Train + register examples/models.yml in each cluster's image on the running testbed.
@@ -119,10 +125,11 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def load(session: nox.Session) -> None:
-    """Locust load scenarios: batching, autoscaling, `mlflow models serve` baseline; gates.
+    """Locust load scenarios: batching, mlray against its peers (`mlflow models serve -w 1`
+    and `-w <cores>`, MLServer), autoscaling, the untuned app; gates, and the data-plane goals.
 
     Adopts a running testbed, else starts one (removed after unless MLRAY_LOAD_KEEP=1).
-    Report: reports/<timestamp>/. `nox -s load -- --profile short` is the CI gate (~5 min).
+    Report: reports/<timestamp>/. `nox -s load -- --profile short` is the CI gate (~9 min).
     """
     _install(session, "load")
     session.run("python", "-m", "loadtests", *session.posargs)

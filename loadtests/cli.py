@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from loadtests import gates as gates_mod
+from loadtests import goals as goals_mod
 from loadtests import report
 from loadtests.errors import LoadTestError
 from loadtests.observe import (
@@ -37,14 +38,15 @@ from loadtests.observe import (
 from loadtests.runner import RunResult, run_locust, say
 from loadtests.scenarios import (
     AUTOSCALING_MODEL,
-    BASELINE,
-    BATCHED_APP,
-    BATCHED_MODEL,
+    BATCHED,
     CLUSTER,
-    HIGH_CONCURRENCY,
+    LOAD_APPS,
+    PEERS,
     PROFILES,
-    UNBATCHED_APP,
-    UNBATCHED_MODEL,
+    SOURCE_MODEL,
+    UNBATCHED,
+    UNTUNED,
+    LoadApp,
     Run,
     Scenario,
     scenarios,
@@ -52,7 +54,7 @@ from loadtests.scenarios import (
 
 ROOT = Path(__file__).resolve().parents[1]
 ALIAS = "staging"
-COPIED_FROM = "mlray.loadtest.copied_from"  # version tag of the unbatched twin
+COPIED_FROM = "mlray.loadtest.copied_from"  # version tag of each load copy
 
 
 class Session:
@@ -76,7 +78,7 @@ class Session:
         self.dashboard = RayDashboard(self.cluster, CLUSTER)
         self.client = MlflowClient(self.config.tracking_uri, self.config.tracking_uri)
         self.results: dict[str, RunResult] = {}
-        self.baseline_url: str | None = None
+        self.peer_urls: dict[str, str] = {}
         self.summary: dict[str, Any] = {"runs": {}}
 
     # ---- set-up ----------------------------------------------------------------------------
@@ -85,63 +87,61 @@ class Session:
         from mlflow.exceptions import MlflowException
 
         missing = []
-        for name in (BATCHED_MODEL, AUTOSCALING_MODEL):
+        for name in (SOURCE_MODEL, AUTOSCALING_MODEL):
             try:
                 self.client.get_model_version_by_alias(name, ALIAS)
             except MlflowException:
                 missing.append(name)
         return missing
 
-    def ensure_unbatched_twin(self) -> None:
-        """BATCHED_MODEL's served version, registered again as UNBATCHED_MODEL with the same
-        ray.* tags minus user_config (no batching): the same model, the same environment."""
+    def ensure_copy(self, load_app: LoadApp) -> None:
+        """SOURCE_MODEL's served version, registered again under `load_app.model` and served
+        with exactly its tags: the same model and environment, only the serving changes."""
         from mlflow.exceptions import MlflowException
 
-        source = self.client.get_model_version_by_alias(BATCHED_MODEL, ALIAS)
-        origin = f"{BATCHED_MODEL}/{source.version}"
+        name = load_app.model
+        source = self.client.get_model_version_by_alias(SOURCE_MODEL, ALIAS)
+        origin = f"{SOURCE_MODEL}/{source.version}"
         try:
-            current = self.client.get_model_version_by_alias(UNBATCHED_MODEL, ALIAS)
+            current = self.client.get_model_version_by_alias(name, ALIAS)
         except MlflowException:
             current = None
         if current is None or (current.tags or {}).get(COPIED_FROM) != origin:
-            copy = self.client.copy_model_version(f"models:/{origin}", UNBATCHED_MODEL)
-            self.client.set_model_version_tag(UNBATCHED_MODEL, copy.version, COPIED_FROM, origin)
-            self.client.set_registered_model_alias(UNBATCHED_MODEL, ALIAS, copy.version)
-            say(f"registered {UNBATCHED_MODEL} v{copy.version}, a copy of {origin}")
+            copy = self.client.copy_model_version(f"models:/{origin}", name)
+            self.client.set_model_version_tag(name, copy.version, COPIED_FROM, origin)
+            self.client.set_registered_model_alias(name, ALIAS, copy.version)
+            say(f"registered {name} v{copy.version}, a copy of {origin}")
             current = copy
-        for key in current.tags or {}:  # version tags override the model's: no batching there
-            if key.startswith("ray.user_config."):
-                self.client.delete_model_version_tag(UNBATCHED_MODEL, current.version, key)
-        want = {
-            k: v
-            for k, v in (self.client.get_registered_model(BATCHED_MODEL).tags or {}).items()
-            if k.startswith("ray.") and not k.startswith("ray.user_config.")
-        }
-        want["ray.name"] = UNBATCHED_APP
+        for key in current.tags or {}:  # version tags override the model's
+            if key.startswith("ray."):
+                self.client.delete_model_version_tag(name, current.version, key)
+        want = load_app.ray_tags
         have = {
             k: v
-            for k, v in (self.client.get_registered_model(UNBATCHED_MODEL).tags or {}).items()
+            for k, v in (self.client.get_registered_model(name).tags or {}).items()
             if k.startswith("ray.")
         }
         for key in have.keys() - want.keys():
-            self.client.delete_registered_model_tag(UNBATCHED_MODEL, key)
+            self.client.delete_registered_model_tag(name, key)
         for key, value in want.items():
             if have.get(key) != value:
-                self.client.set_registered_model_tag(UNBATCHED_MODEL, key, value)
+                self.client.set_registered_model_tag(name, key, value)
 
     def deploy(self) -> None:
-        cmd = [sys.executable, "-m", "mlray", "deploy", str(self.config_path), CLUSTER]
-        say(f"$ mlray deploy {self.config_path} {CLUSTER}")
-        if subprocess.run(cmd).returncode != 0:
-            raise LoadTestError(f"`mlray deploy {self.config_path} {CLUSTER}` failed; see above")
+        self.mlray("deploy", str(self.config_path), CLUSTER)
+
+    def mlray(self, *args: str) -> None:
+        say(f"$ mlray {' '.join(args)}")
+        if subprocess.run([sys.executable, "-m", "mlray", *args]).returncode != 0:
+            raise LoadTestError(f"`mlray {' '.join(args)}` failed; see above")
 
     # ---- runs ------------------------------------------------------------------------------
 
     def target(self, run: Run) -> tuple[str, str]:
-        if run.target == BASELINE:
-            if not self.baseline_url:
-                raise LoadTestError(f"got run {run.key} with no baseline server started")
-            return self.baseline_url, "/invocations"
+        if run.target in PEERS:
+            if run.target not in self.peer_urls:
+                raise LoadTestError(f"got run {run.key} with peer {run.target} not started")
+            return self.peer_urls[run.target], "/invocations"
         return self.cluster.serve_url, f"/{run.target}/invocations"
 
     def execute(self, run: Run, sampler: Sampler) -> RunResult:
@@ -160,20 +160,21 @@ class Session:
 
     def batching(self, scenario: Scenario) -> None:
         batched_run, unbatched_run = scenario.runs
-        url = self.metadata_url(BATCHED_APP)
-        before = batch_histograms(url, self.running_replicas(BATCHED_APP))
+        url = self.metadata_url(BATCHED.app)
+        before = batch_histograms(url, self.running_replicas(BATCHED.app))
         with Sampler(None, None) as sampler:
             batched = self.execute(batched_run, sampler)
-        after = batch_histograms(url, self.running_replicas(BATCHED_APP))
+        after = batch_histograms(url, self.running_replicas(BATCHED.app))
         with Sampler(None, None) as sampler:
             unbatched = self.execute(unbatched_run, sampler)
-        twin_batching = requests.get(self.metadata_url(UNBATCHED_APP), timeout=30).json()
+        twin_batching = requests.get(self.metadata_url(UNBATCHED.app), timeout=30).json()
         histogram = dict(sorted(histogram_delta(before, after).items()))
         mean = mean_batch_size(histogram)
         self.summary["batching"] = {
-            "app": BATCHED_APP,
-            "unbatched_app": UNBATCHED_APP,
+            "app": BATCHED.app,
+            "unbatched_app": UNBATCHED.app,
             "unbatched_app_batching_enabled": twin_batching["batching"]["enabled"],
+            "replicas": len(after),
             "concurrency": batched.users,
             "max_batch_size": _max_batch_size(url),
             "batch_size_histogram": {str(k): v for k, v in histogram.items()},
@@ -221,34 +222,28 @@ class Session:
         self.summary["autoscaling"]["edges_s"] = {k: round(v - t0, 1) for k, v in edges.items()}
         report.plot_autoscaling(self.out_dir, result, sampler.samples, t0, edges)
 
-    def baseline(self, scenario: Scenario) -> None:
+    def peers(self, scenario: Scenario) -> None:
         with Sampler(None, None) as sampler:
             for run in scenario.runs:
                 self.execute(run, sampler)
-        # Run keys are "<target>-c<users>" (scenarios.py), one per target and concurrency.
-        groups = {
-            level: {app: f"{app}-{level}" for app in (BATCHED_APP, UNBATCHED_APP, BASELINE)}
-            for level in ("c1", f"c{HIGH_CONCURRENCY}")
-        }
-        ratios = {
-            level: {
-                app: {
-                    "rps": _ratio(self.results[keys[app]].rps, self.results[keys[BASELINE]].rps),
-                    "p50": _ratio(
-                        self.results[keys[app]].p50_ms, self.results[keys[BASELINE]].p50_ms
-                    ),
-                }
-                for app in (BATCHED_APP, UNBATCHED_APP)
+        report.plot_peers(self.out_dir, self.results)
+
+    def untuned(self, scenario: Scenario) -> None:
+        """Its replicas follow the load with Ray's default downscale delay (10 min): undeploy
+        it after, so they do not hold the cluster's CPUs from whatever runs next."""
+        try:
+            with Sampler(self.dashboard, UNTUNED.app) as sampler:
+                for run in scenario.runs:
+                    self.execute(run, sampler)
+            counts = [s.running for s in sampler.samples if s.running is not None]
+            self.summary["untuned"] = {
+                "app": UNTUNED.app,
+                "tags": UNTUNED.ray_tags,
+                "max_running": max(counts) if counts else None,
+                "deployment_config": self._deployment_config(UNTUNED.app),
             }
-            for level, keys in groups.items()
-        }
-        self.summary["baseline"] = {
-            "server": "mlflow models serve --env-manager local -w 1",
-            "model": self.summary.get("baseline_model"),
-            "ratios": ratios,
-            "note": "ratios are mlray / baseline: rps > 1 and p50 < 1 favour mlray",
-        }
-        report.plot_baseline(self.out_dir, self.results, groups)
+        finally:
+            self.mlray("undeploy", "-q", str(self.config_path), CLUSTER, UNTUNED.app)
 
     def _deployment_config(self, app: str) -> dict[str, Any]:
         apps = self.dashboard.serve_details().get("applications") or {}
@@ -287,8 +282,8 @@ def _step_edges(result: RunResult, run: Run) -> tuple[float, float]:
     return float(up), float(down if down is not None else result.history[-1]["ts"])
 
 
-HANDLERS = {"batching": Session.batching, "autoscaling": Session.autoscaling,
-            "baseline": Session.baseline}  # fmt: skip
+HANDLERS = {"batching": Session.batching, "peers": Session.peers,
+            "autoscaling": Session.autoscaling, "untuned": Session.untuned}  # fmt: skip
 
 
 def run_all(args: argparse.Namespace) -> int:
@@ -304,7 +299,7 @@ def run_all(args: argparse.Namespace) -> int:
     adopted = nodes.container_status(tb.spec.mlflow_container) == "running"
     started = time.monotonic()
     timings: dict[str, float] = {}
-    baseline_server = None
+    peers = None
     try:
         tb.up(reuse=True)
         timings["up"] = round(time.monotonic() - started, 1)
@@ -314,22 +309,23 @@ def run_all(args: argparse.Namespace) -> int:
             say(f"training {', '.join(missing)} (not in the registry yet)")
             train_examples(tb, names=missing)
         timings["train"] = round(time.monotonic() - started - timings["up"], 1)
-        session.ensure_unbatched_twin()
-        if any(s.name == "baseline" for s in chosen):
-            from loadtests.baseline import BaselineServer
+        for load_app in LOAD_APPS:
+            session.ensure_copy(load_app)
+        if any(s.name == "peers" for s in chosen):
+            from loadtests.peers import Peers
 
-            served = session.client.get_model_version_by_alias(BATCHED_MODEL, ALIAS)
-            baseline_server = BaselineServer(
-                tb, session.config.tracking_uri, BATCHED_MODEL, served.version
-            ).start()
-            session.summary["baseline_model"] = baseline_server.model_uri
+            served = session.client.get_model_version_by_alias(SOURCE_MODEL, ALIAS)
+            peers = Peers(tb, session.config.tracking_uri, SOURCE_MODEL, served.version, PEERS)
+            peers.start()  # their pip installs run while mlray deploys
+            session.summary["peer_model"] = peers.model_uri
         mark = time.monotonic()
         session.deploy()
         timings["deploy"] = round(time.monotonic() - mark, 1)
-        if baseline_server:
+        if peers:
             mark = time.monotonic()
-            session.baseline_url = baseline_server.wait_ready()
-            timings["baseline_ready_wait"] = round(time.monotonic() - mark, 1)
+            session.peer_urls = peers.wait_ready()
+            timings["peers_ready_wait"] = round(time.monotonic() - mark, 1)
+            session.summary["peer_servers"] = peers.describe()
         session.summary = {**_header(args, tb, adopted), **session.summary}
         for scenario in chosen:
             mark = time.monotonic()
@@ -337,10 +333,13 @@ def run_all(args: argparse.Namespace) -> int:
             HANDLERS[scenario.name](session, scenario)
             timings[scenario.name] = round(time.monotonic() - mark, 1)
     finally:
-        if baseline_server:
-            baseline_server.stop()
+        if peers:
+            peers.stop()
         if not adopted and not args.keep:
             tb.down()
+    session.summary["apps"] = goals_mod.by_level(session.results, tuple(a.key for a in LOAD_APPS))
+    session.summary["peers"] = goals_mod.by_level(session.results, PEERS)
+    session.summary["goals"] = [g.as_dict() for g in goals_mod.evaluate(session.summary)]
     timings["total"] = round(time.monotonic() - started, 1)
     verdicts = gates_mod.evaluate(session.summary)
     session.summary["gates"] = [g.as_dict() for g in verdicts]

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from loadtests.scenarios import PEERS
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -21,7 +23,13 @@ class Gate:
 
 
 def evaluate(summary: dict[str, Any]) -> list[Gate]:
-    gates = [_no_failures(key, run) for key, run in sorted(summary.get("runs", {}).items())]
+    # Peers' own errors are reported in their figures, not gated: CI gates mlray.
+    runs = summary.get("runs", {})
+    gates = [
+        _no_failures(key, run)
+        for key, run in sorted(runs.items())
+        if run.get("target") not in PEERS
+    ]
     if "batching" in summary:
         gates.append(_mean_batch_size(summary["batching"]))
     if "autoscaling" in summary:

@@ -131,25 +131,35 @@ def plot_autoscaling(
     return _save(plt, fig, out_dir / "autoscaling.png")
 
 
-def plot_baseline(out_dir: Path, results: dict[str, RunResult], groups: dict[str, dict]) -> Path:
-    """Bars of rps and p50 per concurrency: groups = {"c1": {"label": run key, ...}, ...}."""
+def plot_peers(out_dir: Path, results: dict[str, RunResult]) -> Path | None:
+    """Bars of rps and p50 per concurrency for every app and peer measured at it. Run keys
+    are "<app key or peer>-c<users>" (scenarios.run)."""
+    by_level: dict[str, dict[str, RunResult]] = {}
+    for key, r in results.items():
+        target, _, level = key.rpartition("-")
+        if target and level.startswith("c") and level[1:].isdigit():
+            by_level.setdefault(level, {})[target] = r
+    if not by_level:
+        return None
+    levels = sorted(by_level, key=lambda lv: int(lv[1:]))
+    labels = list(dict.fromkeys(t for lv in levels for t in by_level[lv]))
     plt = _pyplot()
-    fig, (rps, p50) = plt.subplots(1, 2, figsize=(13, 4.5))
-    labels = list(next(iter(groups.values())).keys())
+    fig, (rps, p50) = plt.subplots(1, 2, figsize=(14, 4.8))
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
-        xs = [j + i * width for j in range(len(groups))]
-        runs = [results[g[label]] for g in groups.values()]
+        xs = [j + i * width for j, lv in enumerate(levels) if label in by_level[lv]]
+        runs = [by_level[lv][label] for lv in levels if label in by_level[lv]]
         rps.bar(xs, [r.rps for r in runs], width, label=label)
         p50.bar(xs, [r.p50_ms or 0 for r in runs], width, label=label)
-    for ax, title in ((rps, "requests/s"), (p50, "p50 latency (ms)")):
-        ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(groups))])
-        ax.set_xticklabels([f"{k.replace('c', 'c=')} users" for k in groups])
+    for ax, title in ((rps, "requests/s"), (p50, "p50 latency (ms, log)")):
+        ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(levels))])
+        ax.set_xticklabels([f"c={lv[1:]}" for lv in levels])
         ax.set_title(title)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("mlray against `mlflow models serve --env-manager local -w 1`, same model")
-    return _save(plt, fig, out_dir / "baseline.png")
+    p50.set_yscale("log")
+    fig.suptitle("mlray's apps and its peers, same model version, same host, one run")
+    return _save(plt, fig, out_dir / "peers.png")
 
 
 def table(results: dict[str, RunResult], summary: dict[str, Any], gates: list[Gate]) -> str:
@@ -178,13 +188,9 @@ def table(results: dict[str, RunResult], summary: dict[str, Any], gates: list[Ga
             f"{_num(a['scale_down_s'])} s from the step down "
             f"({_num(a['scale_down_after_load_end_s'])} s after the load ended)"
         )
-    base = summary.get("baseline")
-    if base:
-        for level, ratios in base["ratios"].items():
-            parts = [
-                f"{app} rps x{_num(r['rps'])} p50 x{_num(r['p50'])}" for app, r in ratios.items()
-            ]
-            lines.append(f"mlray/mlflow {level}: " + "; ".join(parts))
+    for g in summary.get("goals") or []:
+        verdict = {True: "met", False: "NOT met", None: "n/a"}[g["met"]]
+        lines.append(f"goal {verdict:<8} {g['name']}: {_num(g['value'])} (want {g['target']})")
     lines.append("")
     lines += [f"{'PASS' if g.passed else 'FAIL'}  {g.name}" for g in gates]
     lines += [f"      {g.detail}" for g in gates if not g.passed]

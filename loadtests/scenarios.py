@@ -1,28 +1,72 @@
-"""The load scenarios as data: which app, what load shape, for how long.
+"""The load scenarios as data: which app or peer, what load shape, for how long.
 
 A *run* is one headless Locust process against one target with one load shape. A *scenario*
-groups the runs whose figures are compared (batched against unbatched, mlray against
-`mlflow models serve`); a run shared by two scenarios is executed once.
+groups the runs whose figures are compared (batched against unbatched, mlray against its
+peers); a run shared by two scenarios is executed once.
 
-Apps come from examples/models.yml (cluster py311):
-  iris-xgb17            max_batch_size 16, batch_wait_timeout_s 0.02, 1 replica
-  iris-xgb17-unbatched  the same model version without batching (registered by the runner)
-  iris-xgb21            autoscaling 1..4, target_ongoing_requests 2, up 2 s, down 10 s
+Apps (cluster py311); the load suite registers the copies itself, from iris_xgb17's version:
+  iris-xgb17-batched    the batched example (max_batch_size 16, 20 ms) with one replica per
+                        host core, 0.25 CPU each
+  iris-xgb17-unbatched  the same, without batching
+  iris-xgb17-untuned    only the required tags: what a user who sets nothing gets
+  iris-xgb21            the autoscaling example: 1..4 replicas, target_ongoing_requests 2
+
+Peers: what users would run instead, serving the same model version on the same host
+(loadtests/peers.py): `mlflow models serve -w 1`, `mlflow models serve -w <cores>`, MLServer.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 CLUSTER = "py311"
-BATCHED_MODEL = "iris_xgb17.staging"
-BATCHED_APP = "iris-xgb17"
-UNBATCHED_MODEL = "iris_xgb17_unbatched.staging"
-UNBATCHED_APP = "iris-xgb17-unbatched"
+SOURCE_MODEL = "iris_xgb17.staging"  # every load copy serves this example's version
 AUTOSCALING_MODEL = "iris_xgb21.staging"
 AUTOSCALING_APP = "iris-xgb21"
-BASELINE = "baseline"  # target name of `mlflow models serve` (serving BATCHED_MODEL)
 HIGH_CONCURRENCY = 32
+MID_CONCURRENCY = 8
+CORES = os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class LoadApp:
+    """A copy of SOURCE_MODEL's version that the suite registers, served with exactly `tags`
+    (they replace the source's `ray.*` tags) plus `ray.name`."""
+
+    key: str  # summary.json's apps.<key>
+    model: str
+    app: str
+    tags: tuple[tuple[str, str], ...]
+
+    @property
+    def ray_tags(self) -> dict[str, str]:
+        return {**dict(self.tags), "ray.name": self.app}
+
+
+_SMALL = (("ray.ray_actor_options.num_cpus", "0.25"), ("ray.ray_actor_options.memory", "0.5"))
+_TUNED = (
+    *_SMALL,
+    ("ray.ray_actor_options.runtime_env.env_vars", '{"OMP_NUM_THREADS": "1"}'),
+    ("ray.num_replicas", str(CORES)),
+    ("ray.max_ongoing_requests", "32"),
+)
+_BATCHING = (
+    ("ray.user_config.max_batch_size", "16"),
+    ("ray.user_config.batch_wait_timeout_s", "0.02"),
+)
+BATCHED = LoadApp(
+    "batched", "iris_xgb17_batched.staging", "iris-xgb17-batched", (*_TUNED, *_BATCHING)
+)
+UNBATCHED = LoadApp("unbatched", "iris_xgb17_unbatched.staging", "iris-xgb17-unbatched", _TUNED)
+UNTUNED = LoadApp("untuned", "iris_xgb17_untuned.staging", "iris-xgb17-untuned", _SMALL)
+LOAD_APPS = (BATCHED, UNBATCHED, UNTUNED)
+
+# Peer target names are summary.json's peers.<name>.
+MLFLOW_W1 = "mlflow_serve_w1"
+MLFLOW_WN = "mlflow_serve_wN"
+MLSERVER = "mlserver"
+PEERS = (MLFLOW_W1, MLFLOW_WN, MLSERVER)
 
 
 @dataclass(frozen=True)
@@ -39,7 +83,7 @@ class Stage:
 
 @dataclass(frozen=True)
 class Run:
-    """One Locust process: `target` is an app name on CLUSTER, or BASELINE."""
+    """One Locust process: `target` is an app name on CLUSTER, or one of PEERS."""
 
     key: str
     target: str
@@ -93,15 +137,34 @@ def step(low: int, high: int, low_s: float, high_s: float) -> tuple[Stage, ...]:
     return (Stage(low_s, low), Stage(high_s, high, spawn_rate=high), Stage(low_s, low))
 
 
+def run(target: str, users: int, duration_s: float, key: str | None = None) -> Run:
+    """Run keys are "<app key or peer>-c<users>": one per target and concurrency."""
+    return Run(f"{key or target}-c{users}", target, constant(users, duration_s))
+
+
 def scenarios(profile: Profile) -> list[Scenario]:
-    c = HIGH_CONCURRENCY
-    batched_high = Run(f"{BATCHED_APP}-c{c}", BATCHED_APP, constant(c, profile.high_s))
-    unbatched_high = Run(f"{UNBATCHED_APP}-c{c}", UNBATCHED_APP, constant(c, profile.high_s))
+    c, mid = HIGH_CONCURRENCY, MID_CONCURRENCY
+    levels = ((1, profile.single_s), (mid, profile.high_s), (c, profile.high_s))
+
+    def app_runs(app: LoadApp) -> tuple[Run, ...]:
+        return tuple(run(app.app, users, s, app.key) for users, s in levels)
+
+    batched, unbatched = app_runs(BATCHED), app_runs(UNBATCHED)
     return [
         Scenario(
             "batching",
-            (batched_high, unbatched_high),
-            notes=f"{BATCHED_APP} (batching set by its tags) against its unbatched twin, c={c}",
+            (batched[-1], unbatched[-1]),
+            notes=f"{BATCHED.app} (batching, {CORES} replicas) against its unbatched twin, c={c}",
+        ),
+        Scenario(
+            "peers",
+            (
+                *batched,
+                *unbatched,
+                *(run(peer, users, s) for peer in PEERS for users, s in (levels[0], levels[2])),
+            ),
+            notes=f"the batched and unbatched apps at c=1, {mid}, {c}; then the same model "
+            f"version under {', '.join(PEERS)} at c=1 and c={c}",
         ),
         Scenario(
             "autoscaling",
@@ -117,17 +180,10 @@ def scenarios(profile: Profile) -> list[Scenario]:
             notes=f"{AUTOSCALING_APP} (1..4 replicas) under 2 -> {profile.step_users} -> 2 users",
         ),
         Scenario(
-            "baseline",
-            (
-                Run(f"{BATCHED_APP}-c1", BATCHED_APP, constant(1, profile.single_s)),
-                Run(f"{UNBATCHED_APP}-c1", UNBATCHED_APP, constant(1, profile.single_s)),
-                Run(f"{BASELINE}-c1", BASELINE, constant(1, profile.single_s)),
-                batched_high,
-                unbatched_high,
-                Run(f"{BASELINE}-c{c}", BASELINE, constant(c, profile.high_s)),
-            ),
-            notes=f"the same model version under `mlflow models serve --env-manager local -w 1`"
-            f" at c=1 and c={c}",
+            "untuned",
+            app_runs(UNTUNED),
+            notes=f"{UNTUNED.app}, only the required tags, at c=1, {mid} and {c}; "
+            "undeployed after, so its scaled-up replicas free the cluster",
         ),
     ]
 

@@ -1,4 +1,4 @@
-"""`python -m testbed {doctor,prepare-host,images,up,down}`: the commands the nox sessions call.
+"""`python -m testbed {doctor,prepare-host,images,up,down,idle-cpu}`: what nox sessions call.
 
 `doctor` and `prepare-host` need only the standard library, so `setup-host.sh` and CI can run
 them with the host's bare python3 before any virtualenv exists.
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start everything and write the mlray config.yml")
     up.add_argument("--fresh", action="store_true", help="recreate even if a matching one runs")
     sub.add_parser("down", help="remove everything carrying the testbed label")
+    idle = sub.add_parser("idle-cpu", help="each running container's CPU share while idle")
+    idle.add_argument("--seconds", type=float, default=60.0, help="measuring window (60)")
     args = parser.parse_args(argv)
 
     try:
@@ -39,6 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         from testbed.core import Testbed
 
         testbed = Testbed.from_file(args.file)
+        if args.command == "idle-cpu":
+            from testbed import idle
+
+            testbed.prepare()
+            print(idle.report(idle.measure(args.seconds), args.seconds))
+            return 0
         if args.command == "images":
             testbed.build_images(args.python)
         elif args.command == "up":

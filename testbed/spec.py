@@ -19,6 +19,9 @@ INGRESS_MODES = ("haproxy", "proxy")
 # token: Ray's token auth on every node (RAY_AUTH_MODE=token), as production clusters run;
 # none: RAY_AUTH_MODE=disabled.
 AUTH_MODES = ("token", "none")
+# lean: longer Ray and Serve reporting intervals on every node (testbed/core.py, LEAN_IDLE_ENV),
+# for an idle testbed that leaves the host's cores to the work; default: Ray's own intervals.
+IDLE_MODES = ("lean", "default")
 LABEL = "io.mlray.testbed"
 
 
@@ -71,6 +74,7 @@ class TestbedSpec:
     pip: PipSettings = field(default_factory=PipSettings)
     ingress: str = "haproxy"
     auth: str = "token"
+    idle: str = "lean"
     state_dir: Path = REPO_ROOT / ".testbed"
 
     @property
@@ -144,6 +148,9 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
     auth = str(os.environ.get("MLRAY_TESTBED_AUTH") or raw.get("auth", "token"))
     if auth not in AUTH_MODES:
         raise TestbedError(f"got auth={auth!r} in {path}; expected one of {', '.join(AUTH_MODES)}")
+    idle = str(os.environ.get("MLRAY_TESTBED_IDLE") or raw.get("idle", "lean"))
+    if idle not in IDLE_MODES:
+        raise TestbedError(f"got idle={idle!r} in {path}; expected one of {', '.join(IDLE_MODES)}")
     workers = int(raw.get("workers", 1))
     if workers < 0:
         raise TestbedError(f"got workers={workers} in {path}; expected 0 or more")
@@ -162,6 +169,7 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
         pip=PipSettings(**(raw.get("pip") or {})),
         ingress=ingress,
         auth=auth,
+        idle=idle,
         state_dir=default_state_dir(),
     )
 

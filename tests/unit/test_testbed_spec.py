@@ -46,3 +46,23 @@ def test_token_auth_is_the_default_and_none_turns_it_off(tmp_path, monkeypatch):
     monkeypatch.setenv("MLRAY_TESTBED_AUTH", "basic")
     with pytest.raises(TestbedError, match=r"got auth='basic' .*; expected one of token, none"):
         load_spec(_write(tmp_path))
+
+
+def test_lean_idle_is_the_default_and_puts_rays_own_settings_on_every_node(tmp_path, monkeypatch):
+    from testbed.core import LEAN_IDLE_ENV, Testbed
+    from testbed.trust import Trust
+
+    monkeypatch.delenv("MLRAY_TESTBED_IDLE", raising=False)
+    monkeypatch.setenv("MLRAY_TESTBED_AUTH", "none")
+    monkeypatch.setenv("MLRAY_TESTBED_DIR", str(tmp_path / "state"))
+    lean = Testbed(load_spec(_write(tmp_path)))
+    assert lean.spec.idle == "lean"
+    env = lean._ray_env(Trust(None, {}))
+    assert LEAN_IDLE_ENV.items() <= env.items()
+    assert all(key.startswith(("RAY_", "REPORTER_")) for key in LEAN_IDLE_ENV)
+    monkeypatch.setenv("MLRAY_TESTBED_IDLE", "default")
+    plain = Testbed(load_spec(_write(tmp_path)))
+    assert not LEAN_IDLE_ENV.keys() & plain._ray_env(Trust(None, {})).keys()
+    monkeypatch.setenv("MLRAY_TESTBED_IDLE", "off")
+    with pytest.raises(TestbedError, match=r"got idle='off' .*; expected one of lean, default"):
+        load_spec(_write(tmp_path))
