@@ -368,7 +368,7 @@ class Testbed:
         found = {
             c.name: c
             for c in engine.docker_client().containers.list(filters={"label": f"{LABEL}=1"})
-            # Short-lived helpers (training, the load tests' baseline server) don't count.
+            # Short-lived helpers (training, the load tests' peers) don't count.
             if c.labels.get("io.mlray.testbed.role") in ("mlflow", "head", "worker")
         }
         return set(found) == expected and all(

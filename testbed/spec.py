@@ -31,7 +31,7 @@ class NodeSize:
 
     cpus: float = 2.0
     num_cpus: int = 2
-    memory: str = "4g"
+    memory: str = "5g"
     shm_size: str = "1g"
     object_store_memory: int = 500_000_000
 
