@@ -29,11 +29,13 @@ from loadtests import report
 from loadtests.errors import LoadTestError
 from loadtests.observe import (
     Sampler,
+    StartupWatcher,
     batch_histograms,
     histogram_delta,
     mean_batch_size,
     replica_counts,
     scaling,
+    startup_breakdown,
 )
 from loadtests.runner import RunResult, run_locust, say
 from loadtests.scenarios import (
@@ -194,7 +196,10 @@ class Session:
         (run,) = scenario.runs
         app = scenario.watch_app or run.target
         low = self._min_replicas(app)
-        with Sampler(self.dashboard, app) as sampler:
+        with (
+            Sampler(self.dashboard, app) as sampler,
+            StartupWatcher(self.metadata_url(app)) as startups,
+        ):
             if sampler.wait_for(lambda s: s.running == low, scenario.settle_timeout_s) is None:
                 raise LoadTestError(
                     f"got {sampler.latest_running} RUNNING replicas of {app} before the step; "
@@ -220,6 +225,11 @@ class Session:
         }
         edges = {"step up": step_up, "step down": step_down, "load end": load_end}
         self.summary["autoscaling"]["edges_s"] = {k: round(v - t0, 1) for k, v in edges.items()}
+        # Seconds from the step: when each new replica's process started, entered __init__,
+        # and was ready (Ray's worker start, imports, the model's download and load).
+        self.summary["autoscaling"]["replica_starts"] = startup_breakdown(
+            startups.startups, step_up
+        )
         report.plot_autoscaling(self.out_dir, result, sampler.samples, t0, edges)
 
     def peers(self, scenario: Scenario) -> None:

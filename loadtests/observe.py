@@ -191,3 +191,60 @@ def scaling(
         else round(max(0.0, back_at - load_end), 1),
         returned_to_min=back_at is not None,
     )  # fmt: skip
+
+
+class StartupWatcher(threading.Thread):
+    """Polls an app's `/metadata` every `interval_s` and keeps each replica's `startup`
+    timeline (mlray.serving.app.startup_timeline), keyed by replica id: where a scale-out's
+    seconds go. Requests are spread over replicas, so every replica is seen within a few
+    polls. A context manager."""
+
+    def __init__(self, metadata_url: str, interval_s: float = 1.0) -> None:
+        super().__init__(daemon=True, name="mlray-load-startups")
+        self.url = metadata_url
+        self.interval_s = interval_s
+        self.startups: dict[str, dict] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                meta = requests.get(self.url, timeout=5).json()
+                replica = str((meta.get("replica") or {}).get("replica_id"))
+                if meta.get("startup"):
+                    self.startups.setdefault(replica, meta["startup"])
+            except (requests.RequestException, ValueError):
+                pass  # a missed poll under load; the next one will do
+            self._halt.wait(self.interval_s)
+
+    def __enter__(self) -> StartupWatcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._halt.set()
+        self.join(timeout=10)
+
+
+def startup_breakdown(startups: Mapping[str, Mapping], since: float) -> list[dict]:
+    """The replicas whose process started after `since` (the load step), in the order they
+    became ready, each step in seconds from `since`: process start, __init__ entered, ready;
+    and how long the import of mlflow, the download and the load took."""
+    rows = []
+    for replica, s in startups.items():
+        started = s.get("process_started_at")
+        if started is None or started < since:
+            continue
+        rows.append(
+            {
+                "replica": replica,
+                "process_started_s": round(started - since, 1),
+                "init_s": round(s["init_at"] - since, 1),
+                "ready_s": round(s["ready_at"] - since, 1),
+                "process_to_init_s": s.get("process_to_init_s"),
+                "import_mlflow_s": s.get("import_mlflow_s"),
+                "download_s": s.get("download_s"),
+                "load_s": s.get("load_s"),
+            }
+        )
+    return sorted(rows, key=lambda r: r["ready_s"])

@@ -151,6 +151,37 @@ def _signature_dict(meta: Any) -> dict[str, Any] | None:
     return result
 
 
+def process_started_at(pid: int | str = "self") -> float | None:
+    """Epoch seconds the process started (Linux /proc), or None where that is unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # Field 22, after the parenthesised command name (which may hold spaces).
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def startup_timeline(init_at: float, imported_at: float, downloaded_at: float,
+                     loaded_at: float) -> dict[str, float | None]:  # fmt: skip
+    """The replica's start, step by step: worker process start -> __init__ (Ray's worker and
+    runtime_env set-up, imports of this module) -> mlflow imported -> model downloaded ->
+    model loaded. Absolute times (epoch s) line up with a load test's clock."""
+    started = process_started_at()
+    return {
+        "process_started_at": None if started is None else round(started, 3),
+        "init_at": round(init_at, 3),
+        "ready_at": round(loaded_at, 3),
+        "process_to_init_s": None if started is None else round(init_at - started, 3),
+        "import_mlflow_s": round(imported_at - init_at, 3),
+        "download_s": round(downloaded_at - imported_at, 3),
+        "load_s": round(loaded_at - downloaded_at, 3),
+        "total_s": None if started is None else round(loaded_at - started, 3),
+    }
+
+
 def _replica_identity() -> dict[str, Any]:
     identity: dict[str, Any] = {"pid": os.getpid(), "hostname": socket.gethostname()}
     try:
@@ -204,6 +235,7 @@ class MlflowModel:
         model_version: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
+        init_at = time.time()
         import mlflow
 
         self._model_uri = model_uri
@@ -214,10 +246,14 @@ class MlflowModel:
         # Download explicitly (rather than load_model(model_uri)) to keep the local copy: its
         # requirements.txt is what /metadata reports on. Same artifacts, one download.
         self._local_dir = tempfile.mkdtemp(prefix="mlray-model-")
+        imported_at = time.time()
         local_path = mlflow.artifacts.download_artifacts(
             artifact_uri=model_uri, dst_path=self._local_dir
         )
+        downloaded_at = time.time()
         self._model = mlflow.pyfunc.load_model(local_path)
+        # Where a replica's start goes (scale-out waits on it): epoch seconds of each step.
+        self._startup = startup_timeline(init_at, imported_at, downloaded_at, time.time())
         self._metadata = self._model.metadata
         self._hints = input_hints(self._metadata)
         self._accepts_params = "params" in inspect.signature(self._model.predict).parameters
@@ -517,6 +553,7 @@ class MlflowModel:
             },
             "max_request_bytes": self._max_bytes,
             "replica": _replica_identity(),
+            "startup": self._startup,
             "args": self._extra,
         }
 

@@ -288,3 +288,29 @@ def test_a_goal_without_its_figures_is_not_judged_and_never_reaching_max_is_not_
     rows = {g.name.split(" ")[0]: g for g in goals.evaluate(summary)}
     assert rows["unbatched"].met is None and "not measured" in rows["unbatched"].detail
     assert rows["autoscaling:"].met is False and "never" in rows["autoscaling:"].detail
+
+
+def test_the_startup_breakdown_keeps_only_replicas_started_after_the_step():
+    from loadtests.observe import startup_breakdown
+
+    def startup(started: float | None, init: float, ready: float) -> dict:
+        return {"process_started_at": started, "init_at": init, "ready_at": ready,
+                "process_to_init_s": None if started is None else init - started,
+                "import_mlflow_s": 1.0, "download_s": 0.2, "load_s": 0.3}  # fmt: skip
+
+    rows = startup_breakdown(
+        {
+            "old": startup(900.0, 902.0, 905.0),  # there before the step
+            "b": startup(1006.0, 1010.0, 1014.5),
+            "a": startup(1004.0, 1007.0, 1011.0),
+            "unknown": startup(None, 1008.0, 1012.0),  # no /proc: cannot place it
+        },
+        since=1000.0,
+    )
+    assert [r["replica"] for r in rows] == ["a", "b"]
+    assert rows[0]["process_started_s"] == 4.0
+    assert (rows[1]["init_s"], rows[1]["ready_s"], rows[1]["process_to_init_s"]) == (
+        10.0,
+        14.5,
+        4.0,
+    )

@@ -27,3 +27,19 @@ def test_percentile_nearest_rank():
     assert timing.percentile([1.0], 0.99) == 1.0
     assert timing.percentile([1.0, 2.0, 3.0], 0.5) == 2.0
     assert timing.percentile([1.0, 2.0, 3.0], 0.0) == 1.0
+
+
+def test_the_startup_timeline_places_each_step_of_a_replica_start():
+    import os
+    import time
+
+    from mlray.serving.app import process_started_at, startup_timeline
+
+    started = process_started_at(os.getpid())
+    assert started is not None and 0 <= time.time() - started < 24 * 3600
+    t = started + 2.0
+    line = startup_timeline(t, t + 1.5, t + 1.75, t + 2.25)
+    assert line["process_to_init_s"] == 2.0
+    assert (line["import_mlflow_s"], line["download_s"], line["load_s"]) == (1.5, 0.25, 0.5)
+    assert line["total_s"] == 4.25 and line["ready_at"] == round(t + 2.25, 3)
+    assert process_started_at("no-such-pid") is None
