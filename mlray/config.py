@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlray.errors import ConfigError
+from mlray.serving_package import Store
 
 Platform = Literal["linux_x86_64", "linux_aarch64"]
 
@@ -254,7 +255,7 @@ class ClusterConfig(_Strict):
         description="MLflow URI as reached from inside the cluster, when it differs from "
         "the CLI host's (e.g. a container name). Default: mlflow.tracking_uri.",
     )
-    serving_code: Literal["mlflow", "gcs"] = Field(
+    serving_code: Store = Field(
         default="mlflow",
         description="Where the apps fetch mlray's serving code from. 'mlflow': MLflow's "
         "artifact store over HTTP (needs `mlflow server --serve-artifacts`, the default); "

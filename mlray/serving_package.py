@@ -14,6 +14,7 @@ deploy uploads it again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -40,12 +41,12 @@ Store = Literal["mlflow", "gcs"]
 
 @dataclass(frozen=True)
 class ServingPackage:
-    name: str  # mlray-serving-<sha1>.zip
+    digest: str  # sha1 of `data`: the zip's identity in every store
     data: bytes
 
     @property
-    def digest(self) -> str:
-        return self.name.removeprefix("mlray-serving-").removesuffix(".zip")
+    def name(self) -> str:
+        return f"mlray-serving-{self.digest}.zip"
 
     @property
     def gcs_uri(self) -> str:
@@ -84,7 +85,16 @@ def _entry(zf: zipfile.ZipFile, arcname: str, data: bytes) -> None:
 
 
 def build_serving_package() -> ServingPackage:
-    sources = [(arcname, path.read_bytes()) for arcname, path in _files()]
+    """The zip of this installation's serving code, built once per process while its files
+    are unchanged (deploy, check and the plugin each ask for it more than once)."""
+    files = _files()
+    stamp = tuple((arcname, p.stat().st_mtime_ns, p.stat().st_size) for arcname, p in files)
+    return _build(stamp, tuple(files))
+
+
+@functools.lru_cache(maxsize=2)
+def _build(stamp: tuple, files: tuple[tuple[str, Path], ...]) -> ServingPackage:
+    sources = [(arcname, path.read_bytes()) for arcname, path in files]
     manifest = {
         "mlray": mlray.__version__,
         "files": {a: hashlib.sha256(d).hexdigest() for a, d in sources},
@@ -95,7 +105,7 @@ def build_serving_package() -> ServingPackage:
         for arcname, data in sources:
             _entry(zf, arcname, data)
     data = buf.getvalue()
-    return ServingPackage(name=f"mlray-serving-{hashlib.sha1(data).hexdigest()}.zip", data=data)
+    return ServingPackage(digest=hashlib.sha1(data).hexdigest(), data=data)
 
 
 def _mlflow_call(tracking_uri: str, method: str, path: str, **kw) -> requests.Response:

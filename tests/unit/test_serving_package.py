@@ -49,3 +49,9 @@ def test_the_manifest_names_every_file_it_ships():
     manifest = json.loads(zf.read(MANIFEST))
     assert set(manifest["files"]) == set(zf.namelist()) - {MANIFEST}
     assert "mlray/serving/app.py" in manifest["files"]
+
+
+def test_the_package_is_built_once_per_process_while_its_files_are_unchanged():
+    from mlray.serving_package import build_serving_package
+
+    assert build_serving_package() is build_serving_package()
