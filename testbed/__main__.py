@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from testbed.errors import TestbedError
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="remove everything carrying the testbed label")
     idle = sub.add_parser("idle-cpu", help="each running container's CPU share while idle")
     idle.add_argument("--seconds", type=float, default=60.0, help="measuring window (60)")
+    idle.add_argument("--processes", action="store_true", help="also each one's top processes")
     args = parser.parse_args(argv)
 
     try:
@@ -46,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
             testbed.prepare()
             print(idle.report(idle.measure(args.seconds), args.seconds))
+            if args.processes:
+                names = idle.running_containers()
+                with ThreadPoolExecutor(len(names)) as pool:
+                    tops = pool.map(lambda n: idle.top_processes(n, args.seconds), names)
+                for name, top in zip(names, tops, strict=True):
+                    print(f"\n{name}: top processes over {args.seconds:.0f} s")
+                    for pct, cmd in top:
+                        print(f"  {pct:5.1f}%  {cmd}")
             return 0
         if args.command == "images":
             testbed.build_images(args.python)

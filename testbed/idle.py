@@ -7,6 +7,7 @@ the share of one core each container used in between. Cheaper and steadier than 
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,6 +30,50 @@ def _cpu_ns(container: str) -> int:
         raise TestbedError(
             f"got {out!r} for {container}'s CPU counter; expected nanoseconds from its cgroup"
         ) from None
+
+
+# utime+stime (clock ticks) and the command line of every process in the container.
+_PROCS = (
+    "for d in /proc/[0-9]*; do "
+    "t=$(awk '{print $14+$15}' $d/stat 2>/dev/null) || continue; "
+    "echo \"${d#/proc/} $t $(tr '\\0' ' ' < $d/cmdline 2>/dev/null | cut -c1-400)\"; done; "
+    "getconf CLK_TCK"
+)
+
+
+def _process_ticks(container: str) -> tuple[dict[str, tuple[int, str]], int]:
+    lines = engine.run_podman("exec", container, "sh", "-c", _PROCS).stdout.splitlines()
+    ticks: dict[str, tuple[int, str]] = {}
+    for line in lines[:-1]:
+        pid, _, rest = line.partition(" ")
+        used, _, cmd = rest.partition(" ")
+        if used.isdigit():
+            ticks[pid] = (int(used), _short(cmd.strip()))
+    return ticks, int(lines[-1])
+
+
+def _short(cmd: str) -> str:
+    """A replica's command line starts with its runtime_env's interpreter path: name the env."""
+    cmd = re.sub(
+        r"\S*/runtime_resources/pip/([0-9a-f]{8})\S*/python\S*", r"[pip env \1] python", cmd
+    )
+    cmd = re.sub(r"\S*/site-packages/|\S*/dist-packages/", "", cmd)
+    return cmd[:100]
+
+
+def top_processes(container: str, seconds: float, top: int = 8) -> list[tuple[float, str]]:
+    """The processes that used the most CPU over `seconds`: (percent of a core, command)."""
+    before, hz = _process_ticks(container)
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    after, _ = _process_ticks(container)
+    wall = time.monotonic() - t0
+    used = [
+        (round(100 * (t - before[pid][0]) / hz / wall, 1), cmd)
+        for pid, (t, cmd) in after.items()
+        if pid in before
+    ]
+    return sorted(used, reverse=True)[:top]
 
 
 def running_containers() -> list[str]:

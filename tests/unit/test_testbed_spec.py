@@ -66,3 +66,13 @@ def test_lean_idle_is_the_default_and_puts_rays_own_settings_on_every_node(tmp_p
     monkeypatch.setenv("MLRAY_TESTBED_IDLE", "off")
     with pytest.raises(TestbedError, match=r"got idle='off' .*; expected one of lean, default"):
         load_spec(_write(tmp_path))
+
+
+def test_idle_cpu_names_a_replica_by_its_pip_env_instead_of_a_long_path():
+    from testbed.idle import _short
+
+    cmd = (
+        "/tmp/ray/session_2026_x/runtime_resources/pip/334d074a4e32ffee/virtualenv/bin/python "
+        "-u /usr/local/lib/python3.11/dist-packages/ray/_private/workers/default_worker.py --x"
+    )
+    assert _short(cmd) == "[pip env 334d074a] python -u ray/_private/workers/default_worker.py --x"
