@@ -277,6 +277,16 @@ def table_rows(apps: list[AppRecord]) -> list[dict[str, str]]:
     ]
 
 
+def why_lines(apps: list[AppRecord]) -> list[str]:
+    """For the text status, under the table: why each app that is not RUNNING with all its
+    replicas is not (Ray's messages, and mlray's own hints)."""
+    return [
+        f"{a.name}: {a.message}"
+        for a in apps
+        if a.message and (a.status != "RUNNING" or a.replicas.ready < a.replicas.target)
+    ]
+
+
 def problem_record(p: str) -> ProblemRecord:
     q = p if isinstance(p, Problem) else Problem(p)
     return ProblemRecord(
