@@ -281,7 +281,7 @@ def why_lines(apps: list[AppRecord]) -> list[str]:
     """For the text status, under the table: why each app that is not RUNNING with all its
     replicas is not (Ray's messages, and mlray's own hints)."""
     return [
-        f"{a.name}: {a.message}"
+        f"{a.name}: {' '.join(a.message.split())}"  # one line each: Ray's may hold newlines
         for a in apps
         if a.message and (a.status != "RUNNING" or a.replicas.ready < a.replicas.target)
     ]

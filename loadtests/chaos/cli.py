@@ -40,6 +40,7 @@ from loadtests.chaos.scenarios import (
     SOURCE_MODEL,
     TARGET_APP,
     TARGET_MODEL,
+    WORKER_KILL_RETRIES,
     Profile,
 )
 from loadtests.cli import ALIAS, Session, common_parser, guarded
@@ -48,7 +49,9 @@ from loadtests.observe import Sampler
 from loadtests.runner import RunResult, run_locust, say
 from loadtests.scenarios import CLUSTER, Run, constant
 from mlray.config import Selection
+from mlray.errors import ClusterError
 from mlray.registry import ModelVersionInfo, Registry, Unselected
+from testbed.engine import run_podman
 
 if TYPE_CHECKING:
     from testbed import Testbed
@@ -485,6 +488,129 @@ class Chaos:
             done.runs.append((code, (self.out_dir / f"{log}.log").read_text(errors="replace")))
         return done
 
+    def mlflow_outage(self) -> gates.Outcome:
+        """Pause MLflow, then ask for one more replica of TARGET_APP with a PUT of the Serve
+        config as it runs (the cluster's own API: no MLflow needed to ask). The new replica
+        must load its model from MLflow, so it waits; the two running ones keep serving."""
+        self.wait_replicas(TARGET_APP, 2, 60)
+        mlflow = self.tb.spec.mlflow_container
+        config = str(self.s.config_path)
+        outage = self.profile.outage_s
+        with self.load("mlflow_outage", TARGET_APP, self.profile.fault_at_s + outage + 60) as load:
+            time.sleep(self.profile.fault_at_s)
+            self.tb.stop_mlflow()  # `podman pause`: frozen, same address
+            paused_at = time.time()
+            say(f"mlflow_outage: paused {mlflow}; asking for 3 replicas of {TARGET_APP}")
+            try:
+                self.s.dashboard.put_serve_config(
+                    faults.with_replicas(self.details(), TARGET_APP, 3)
+                )
+                time.sleep(outage)
+                status = self._mlray_output("mlflow_outage.status", "status", config, CLUSTER)
+                during = len(faults.running_identities(self.details(), TARGET_APP))
+            finally:
+                back = time.time()
+                self.tb.start_mlflow()  # unpause, and wait until it answers
+            say(f"mlflow_outage: unpaused {mlflow} after {back - paused_at:.0f} s")
+            ready_at = self._replicas_at(TARGET_APP, 3, 180)
+        result = load.result
+        recovery = None if ready_at is None else round(ready_at - back, 1)
+        report.plot(
+            self.out_dir,
+            "mlflow_outage",
+            result,
+            load.sampler.samples,
+            {
+                "MLflow paused, 3 replicas asked": paused_at,
+                "MLflow back": back,
+                **({"3rd replica RUNNING": ready_at} if ready_at else {}),
+            },
+        )
+        self.s.dashboard.put_serve_config(faults.with_replicas(self.details(), TARGET_APP, 2))
+        self.wait_replicas(TARGET_APP, 2, 120)  # as the registry's tags say, for what follows
+        self.figures["mlflow_outage"] = {
+            "outage_s": round(back - paused_at, 1),
+            "running_during_outage": during,
+            "status_during_outage": status,
+            **result.figures(),
+        }
+        return gates.mlflow_outage(
+            result.requests, result.failures, TARGET_APP, status, during >= 3, recovery
+        )
+
+    def worker_kill(self) -> gates.Outcome:
+        """`podman kill` the cluster's worker under load; Ray replaces its replicas on the
+        head; then the worker's container is started again and must rejoin as a Ray node."""
+        from testbed import nodes
+
+        self.wait_replicas(TARGET_APP, 2, 60)
+        apps = self._registry_apps()
+        worker = self.workers[0]
+        with self.load(
+            "worker_kill",
+            TARGET_APP,
+            self.profile.load_s + 60,
+            retries=WORKER_KILL_RETRIES,
+            pause_s=0.5,
+        ) as load:
+            time.sleep(self.profile.fault_at_s)
+            gone = faults.replicas_on_other_nodes(self.details(), apps)
+            fault_at = time.time()
+            run_podman("kill", worker, timeout=60)
+            say(f"worker_kill: killed {worker}; its replicas: {gone}")
+            back_at = self._whole_at(gone, 120)
+        result = load.result
+        recovery = None if back_at is None else round(back_at - fault_at, 1)
+        started = time.time()
+        info = self.tb.start_cluster(self.python)
+        alive = nodes.alive_ray_nodes(info.dashboard_url, self.tb.auth_headers)
+        rejoin_s = round(time.time() - started, 1)
+        say(f"worker_kill: started {worker} again; {alive} alive Ray nodes after {rejoin_s} s")
+        report.plot(
+            self.out_dir,
+            "worker_kill",
+            result,
+            load.sampler.samples,
+            {"podman kill": fault_at, **({"every app RUNNING": back_at} if back_at else {})},
+        )
+        self.figures["worker_kill"] = {
+            "killed": worker,
+            "replicas_on_worker": gone,
+            "rejoin_s": rejoin_s,
+            "alive_nodes": alive,
+            **result.figures(),
+        }
+        return gates.worker_kill(
+            result.requests,
+            result.failures,
+            result.retried,
+            sum(len(ids) for ids in gone.values()),
+            recovery,
+            alive,
+            len(self.containers),
+        )
+
+    def _whole_at(self, gone: Mapping[str, Sequence[str]], timeout_s: float) -> float | None:
+        """When every app ran whole again without the `gone` replicas (epoch s), or None."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if faults.whole_without(self.details(), gone):
+                    return time.time()
+            except ClusterError:  # the dashboard may stall while Ray marks the node dead
+                pass
+            time.sleep(0.5)
+        return None
+
+    def _replicas_at(self, app: str, count: int, timeout_s: float) -> float | None:
+        """When `app` had `count` RUNNING replicas (epoch s), or None at the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(faults.running_identities(self.details(), app)) >= count:
+                return time.time()
+            time.sleep(0.5)
+        return None
+
     def _registry_apps(self) -> list[str]:
         """The apps `mlray deploy` made from the registry (a plugin's app is not re-made)."""
         from mlray.plan import SOURCE_REGISTRY, app_source
@@ -513,6 +639,11 @@ class Chaos:
                 out[app] = type(e).__name__
         return out
 
+    def _mlray_output(self, log_name: str, *args: str) -> str:
+        """`mlray *args`'s output (also in <report>/<log_name>.log)."""
+        self._mlray_logged(log_name, *args)
+        return (self.out_dir / f"{log_name}.log").read_text(errors="replace")
+
     def _mlray_logged(self, log_name: str, *args: str) -> int:
         """Run `mlray *args`, its output in <report>/<log_name>.log; its exit code."""
         path = self.out_dir / f"{log_name}.log"
@@ -538,6 +669,8 @@ HANDLERS: dict[str, Callable[[Chaos], gates.Outcome]] = {
     "fuzz_requests": Chaos.fuzz_requests,
     "head_restart_redeploy": Chaos.head_restart_redeploy,
     "fuzz_tags": Chaos.fuzz_tags,
+    "mlflow_outage": Chaos.mlflow_outage,
+    "worker_kill": Chaos.worker_kill,
 }
 
 

@@ -11,8 +11,12 @@ from dataclasses import asdict, dataclass
 
 from loadtests.chaos.scenarios import (
     HEAD_RESTART_MAX_RECOVERY_S,
+    MLFLOW_OUTAGE_MAX_RECOVERY_S,
+    MLFLOW_OUTAGE_MIN_SUCCESS,
     REPLICA_KILL_MAX_RECOVERY_S,
     REPLICA_KILL_MIN_SUCCESS,
+    WORKER_KILL_MAX_RECOVERY_S,
+    WORKER_KILL_MIN_SUCCESS,
 )
 
 
@@ -209,3 +213,79 @@ def fuzz_tags(
         f"(exits {cli_codes}); no traceback; Serve config unchanged"
     )
     return Outcome(not problems, None if not total else round(clean / total, 5), None, detail)
+
+
+def mlflow_outage(
+    requests: int,
+    failures: int,
+    app: str,
+    status_text: str,
+    started_in_outage: bool,
+    recovery_s: float | None,
+) -> Outcome:
+    """The running replicas keep serving while MLflow is paused; the new replica waits, and
+    `mlray status` (text) says why, naming MLflow; once MLflow is back the app reaches its
+    new replica count by itself (`recovery_s`: from MLflow's return)."""
+    success = rate(requests, failures)
+    problems = []
+    if success is None or success < MLFLOW_OUTAGE_MIN_SUCCESS:
+        problems.append(
+            f"got success {success} ({failures} failed of {requests}); "
+            f"expected >= {MLFLOW_OUTAGE_MIN_SUCCESS}"
+        )
+    why = [ln for ln in status_text.splitlines() if ln.startswith(f"{app}:") and "MLflow" in ln]
+    if not why:
+        problems.append(f"got no line naming MLflow for {app} in `mlray status`; expected one")
+    if started_in_outage:
+        problems.append(
+            "got the new replica RUNNING while MLflow was paused; expected it to wait "
+            "(the fault missed: nothing had to load a model)"
+        )
+    if recovery_s is None or recovery_s > MLFLOW_OUTAGE_MAX_RECOVERY_S:
+        problems.append(
+            f"got {recovery_s} s from MLflow's return to the new replica RUNNING; "
+            f"expected <= {MLFLOW_OUTAGE_MAX_RECOVERY_S} s without any command"
+        )
+    detail = "; ".join(problems) or (
+        f"{requests} requests, {failures} failed; status said: {why[0][:200]!r}; new replica "
+        f"RUNNING {recovery_s} s after MLflow's return"
+    )
+    return Outcome(not problems, success, recovery_s, detail)
+
+
+def worker_kill(
+    requests: int,
+    failures: int,
+    retried: int,
+    moved: int,
+    recovery_s: float | None,
+    nodes_alive: int,
+    nodes_wanted: int,
+) -> Outcome:
+    """Success as the client sees it (it retries a connection error or a 5xx: scoring is
+    idempotent); every app RUNNING without the worker's replicas within
+    WORKER_KILL_MAX_RECOVERY_S; the worker a Ray node again once its container is started.
+    `moved`: replicas that were on the worker (0: the fault hit no replica)."""
+    success = rate(requests, failures)
+    problems = []
+    if success is None or success < WORKER_KILL_MIN_SUCCESS:
+        problems.append(
+            f"got success {success} ({failures} failed of {requests} after retries); "
+            f"expected >= {WORKER_KILL_MIN_SUCCESS}"
+        )
+    if not moved:
+        problems.append("got no replica on the worker before the kill; expected one at least")
+    if recovery_s is None or recovery_s > WORKER_KILL_MAX_RECOVERY_S:
+        problems.append(
+            f"got {recovery_s} s until every app ran without the worker; "
+            f"expected <= {WORKER_KILL_MAX_RECOVERY_S} s"
+        )
+    if nodes_alive != nodes_wanted:
+        problems.append(
+            f"got {nodes_alive} alive Ray nodes after the restart; expected {nodes_wanted}"
+        )
+    detail = "; ".join(problems) or (
+        f"{requests} requests, {failures} failed after {retried} retries; {moved} replicas "
+        f"replaced, every app RUNNING {recovery_s} s after the kill; worker rejoined"
+    )
+    return Outcome(not problems, success, recovery_s, detail)

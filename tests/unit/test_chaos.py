@@ -92,6 +92,7 @@ def test_the_fuzz_generator_sends_the_requested_count_of_varied_requests(monkeyp
 def test_profiles_cover_the_issue_and_the_short_one_fits_ci():
     assert set(NAMES) == {
         "replica_kill", "concurrent_deploy", "fuzz_requests", "head_restart_redeploy", "fuzz_tags",
+        "mlflow_outage", "worker_kill",
     }  # fmt: skip
     # CI's short profile runs the quick ones unless scenarios are named
     assert SHORT == ("replica_kill", "concurrent_deploy", "fuzz_requests")
@@ -216,3 +217,83 @@ def test_fuzz_tags_gate():
     ]
     assert not any(o.passed for o in bad)
     assert bad[2].success_rate == round(501 / 502, 5)
+
+
+def test_with_replicas_scales_one_app_and_keeps_the_rest_as_it_runs():
+    app = {"name": "a", "route_prefix": "/a", "deployments": [{"name": "M", "num_replicas": 2}]}
+    other = {"name": "b", "route_prefix": "/b", "deployments": [{"name": "M", "num_replicas": 1}]}
+    details = {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": 8000, "root_url": "http://x"},
+        "applications": {
+            "a": {"deployed_app_config": app},
+            "b": {"deployed_app_config": other},
+            "gone": {"status": "DELETING"},
+        },
+    }
+    config = faults.with_replicas(details, "a", 3)
+    assert config["applications"] == [
+        {**app, "deployments": [{"name": "M", "num_replicas": 3}]},
+        other,
+    ]
+    assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}
+    assert config["proxy_location"] == "EveryNode"
+    assert app["deployments"][0]["num_replicas"] == 2  # the details are not changed
+
+
+def test_mlflow_outage_gate():
+    said = (
+        "APP ...\niris-chaos: cannot reach MLflow at http://m (ReadTimeout) (from this host): ..."
+    )
+    ok = gates.mlflow_outage(5000, 3, "iris-chaos", said, False, 12.0)
+    assert ok.passed and ok.recovery_s == 12.0 and "cannot reach MLflow" in ok.detail
+    assert not gates.mlflow_outage(5000, 60, "iris-chaos", said, False, 12.0).passed
+    assert not gates.mlflow_outage(5000, 3, "iris-chaos", "iris-chaos: slow init", False, 9).passed
+    missed = gates.mlflow_outage(5000, 3, "iris-chaos", said, True, 12.0)
+    assert not missed.passed and "the fault missed" in missed.detail
+    assert not gates.mlflow_outage(5000, 3, "iris-chaos", said, False, None).passed
+    assert not gates.mlflow_outage(5000, 3, "iris-chaos", said, False, 121.0).passed
+    assert not gates.mlflow_outage(0, 0, "iris-chaos", said, False, 1.0).passed
+
+
+def _app(status, target, *replicas):
+    return {
+        "status": status,
+        "deployments": {"M": {"target_num_replicas": target, "replicas": [
+            {"replica_id": rid, "state": state, "node_id": node, "actor_id": "a", "pid": 1}
+            for rid, state, node in replicas
+        ]}},
+    }  # fmt: skip
+
+
+def test_worker_kill_finds_the_workers_replicas_and_when_the_apps_are_whole_without_them():
+    before = {
+        "controller_info": {"node_id": "head"},
+        "applications": {
+            "a": _app("RUNNING", 2, ("a1", "RUNNING", "head"), ("a2", "RUNNING", "w")),
+            "b": _app("RUNNING", 1, ("b1", "RUNNING", "head")),
+        },
+    }
+    gone = faults.replicas_on_other_nodes(before, ["a", "b"])
+    assert gone == {"a": ["a2"], "b": []}
+    assert not faults.whole_without(before, gone)  # Ray has not noticed yet
+    noticed = {**before, "applications": {
+        "a": _app("RUNNING", 2, ("a1", "RUNNING", "head"), ("a3", "STARTING", "head")),
+        "b": before["applications"]["b"]}}  # fmt: skip
+    assert not faults.whole_without(noticed, gone)
+    whole = {**before, "applications": {
+        "a": _app("RUNNING", 2, ("a1", "RUNNING", "head"), ("a3", "RUNNING", "head")),
+        "b": before["applications"]["b"]}}  # fmt: skip
+    assert faults.whole_without(whole, gone)
+    whole["applications"]["b"]["status"] = "DEPLOYING"
+    assert not faults.whole_without(whole, gone)
+
+
+def test_worker_kill_gate():
+    ok = gates.worker_kill(5000, 10, 40, 2, 35.0, 2, 2)
+    assert ok.passed and ok.success_rate == 0.998 and "after 40 retries" in ok.detail
+    assert not gates.worker_kill(5000, 60, 40, 2, 35.0, 2, 2).passed
+    assert not gates.worker_kill(5000, 10, 40, 0, 35.0, 2, 2).passed  # no replica was hit
+    assert not gates.worker_kill(5000, 10, 40, 2, 61.0, 2, 2).passed
+    assert not gates.worker_kill(5000, 10, 40, 2, None, 2, 2).passed
+    assert not gates.worker_kill(5000, 10, 40, 2, 35.0, 1, 2).passed
