@@ -270,7 +270,7 @@ def deploy(
         unschedulable_s=opts.unschedulable_timeout_s, writer=writer,
     )  # fmt: skip
     if job is not None:
-        report.node_envs = _finish_node_envs(dash, job, say)
+        report.node_envs = finish_node_envs(dash, job, say)
     _write_back(registry, plan, desired, cluster_name, cluster.serve_url, say)
     say.result(f"Done: {cluster_name} serves {len(desired) + len(held)} model(s).")
     return report
@@ -280,21 +280,29 @@ def _start_node_envs(dash: RayDashboard, plan: Plan, opts: Options, say: Console
     """Submit the job that builds the added and updated apps' environments on every node."""
     changed = {a.name for a in plan.apps if a.action in ("add", "update")}
     apps = [a for a in plan.config["applications"] if a["name"] in changed]
+    return start_node_envs(dash, apps, opts.timeout_s, say)
+
+
+def start_node_envs(
+    dash: RayDashboard, apps: list[dict[str, Any]], timeout_s: float, say: Console
+) -> Job | None:
+    """Submit the job that builds these apps' environments on every alive node (also what a
+    node that joined after the deploy needs: the chaos suite's worker_kill)."""
     envs = node_envs.envs_to_prepare(apps)
     if not envs:
         return None
     say(f"Preparing {len(envs)} app environment(s) on every node (new replicas skip pip)")
     try:
         return dash.submit_job(
-            "node-envs", node_envs.ENTRYPOINT, opts.timeout_s,
-            env_vars=node_envs.job_env(envs, opts.timeout_s),
+            "node-envs", node_envs.ENTRYPOINT, timeout_s,
+            env_vars=node_envs.job_env(envs, timeout_s),
         )  # fmt: skip
     except ClusterError as e:  # the apps serve without it; scale-out only gets slower
         say(f"warning: could not start preparing the nodes: {e}")
         return None
 
 
-def _finish_node_envs(dash: RayDashboard, job: Job, say: Console) -> NodeEnvs | None:
+def finish_node_envs(dash: RayDashboard, job: Job, say: Console) -> NodeEnvs | None:
     try:
         done = NodeEnvs.from_report(dash.job_report(job, node_envs.MARKER))
     except ClusterError as e:

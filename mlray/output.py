@@ -63,7 +63,11 @@ class AppRecord(_Record):
         description="URL of the app's /invocations; null when it has no route"
     )
     ingress: Ingress = Field(description=INGRESS_DOC)
-    message: str = Field(description="Serve's messages for the app and its deployments; '' if none")
+    message: str = Field(
+        description="Serve's messages for the app and its deployments, after mlray's own "
+        "hint when it has one (an mlray app short of replicas while MLflow does not answer: "
+        "new replicas wait to load their model); '' if none"
+    )
 
 
 class StatusOutput(_Record):

@@ -566,6 +566,7 @@ class Chaos:
         alive = nodes.alive_ray_nodes(info.dashboard_url, self.tb.auth_headers)
         rejoin_s = round(time.time() - started, 1)
         say(f"worker_kill: started {worker} again; {alive} alive Ray nodes after {rejoin_s} s")
+        prepared_s = self._prepare_nodes()
         report.plot(
             self.out_dir,
             "worker_kill",
@@ -578,6 +579,7 @@ class Chaos:
             "replicas_on_worker": gone,
             "rejoin_s": rejoin_s,
             "alive_nodes": alive,
+            "prepare_rejoined_node_s": prepared_s,
             **result.figures(),
         }
         return gates.worker_kill(
@@ -589,6 +591,19 @@ class Chaos:
             alive,
             len(self.containers),
         )
+
+    def _prepare_nodes(self) -> float:
+        """Build every app's environment on every node, as a deploy does: a node that joined
+        since has none, and its first replica would wait for pip (the next scenario's)."""
+        from mlray.deploy import Console, finish_node_envs, start_node_envs
+        from mlray.plan import current_apps
+
+        started = time.monotonic()
+        apps = list(current_apps(self.details()).values())
+        job = start_node_envs(self.s.dashboard, apps, 600, Console(quiet=True))
+        done = None if job is None else finish_node_envs(self.s.dashboard, job, Console())
+        say(f"prepared every node: {done.summary() if done else 'nothing to do'}")
+        return round(time.monotonic() - started, 1)
 
     def _whole_at(self, gone: Mapping[str, Sequence[str]], timeout_s: float) -> float | None:
         """When every app ran whole again without the `gone` replicas (epoch s), or None."""
