@@ -17,10 +17,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from loadtests.chaos.fuzz import json_values
+from loadtests.chaos.fuzz import draw, json_values
 from mlray.errors import MlrayError
 from mlray.tags import TAG_PREFIX, TAG_SPECS
 
@@ -86,22 +85,8 @@ tag_sets = st.builds(
 
 
 def generate(count: int) -> list[dict[str, str]]:
-    """`count` tag sets drawn by Hypothesis (generation only: this is a measurement)."""
-    drawn: list[dict[str, str]] = []
-
-    @settings(
-        max_examples=count,
-        database=None,
-        deadline=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(tag_sets)
-    def collect(tags: dict[str, str]) -> None:
-        drawn.append(tags)
-
-    collect()
-    return drawn
+    """`count` tag sets drawn by Hypothesis."""
+    return draw(tag_sets, count)
 
 
 @dataclass
