@@ -545,6 +545,7 @@ class Chaos:
         from testbed import nodes
 
         self.wait_replicas(TARGET_APP, 2, 60)
+        self._spread(TARGET_APP)
         apps = self._registry_apps()
         worker = self.workers[0]
         with self.load(
@@ -592,6 +593,20 @@ class Chaos:
             alive,
             len(self.containers),
         )
+
+    def _spread(self, app: str, attempts: int = 3) -> None:
+        """Have a replica of `app` on the worker. After an earlier worker_kill every replica
+        runs on the head; Serve spreads a deployment's replicas over nodes when it starts
+        one, so SIGKILL one on the head and let Serve place its replacement."""
+        for _ in range(attempts):
+            details = self.details()
+            if faults.replicas_on_other_nodes(details, [app])[app]:
+                return
+            victim = next(r for r in faults.replicas(details, app) if r.get("state") == "RUNNING")
+            faults.kill_replica(self.containers, app, int(victim["pid"]))
+            say(f"worker_kill: no {app} replica on the worker; killed {victim['replica_id']}")
+            if self._replaced(str(victim["replica_id"]), 2, 90) is None:
+                raise LoadTestError(f"got no replacement of {victim['replica_id']} in 90 s")
 
     def _prepare_nodes(self) -> float:
         """Build every app's environment on every node, as a deploy does: a node that joined
