@@ -7,6 +7,13 @@ by environment variables, so this file needs nothing but Locust and the standard
   MLRAY_LOAD_PATH    the scoring route on --host, e.g. /iris-xgb17/invocations
   MLRAY_LOAD_STAGES  JSON list of {"duration": s, "users": n, "spawn_rate": r}
   MLRAY_LOAD_ROWS    rows per request (default 1)
+  MLRAY_LOAD_RETRIES          retries of a request that failed with a connection error or
+                              a 5xx (default 0). Scoring is a pure function of its input, so a
+                              retry is safe. Each attempt that is retried is counted under the
+                              name RETRIED; the attempt the client ends with, under
+                              `invocations`: that row is what the client saw.
+  MLRAY_LOAD_FAILURE_PAUSE_S  seconds a user waits after a failed attempt (default 0), so a
+                              refused connection does not turn the closed loop into a spin
 
 By hand, against any MLflow-protocol endpoint (mlray, `mlflow models serve`, MLServer):
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from locust import FastHttpUser, LoadTestShape, constant, task
 
@@ -30,6 +38,16 @@ IRIS_ROWS = [
     [4.9, 3.0, 1.4, 0.2],
     [5.6, 2.9, 3.6, 1.3],
 ]
+
+
+RETRIED = "invocations (retried)"
+RETRIES = int(os.environ.get("MLRAY_LOAD_RETRIES") or 0)
+FAILURE_PAUSE_S = float(os.environ.get("MLRAY_LOAD_FAILURE_PAUSE_S") or 0)
+
+
+def retryable(status: int) -> bool:
+    """A connection error (Locust reports status 0) or a server error; never a 4xx."""
+    return status == 0 or status >= 500
 
 
 class MlflowScoringUser(FastHttpUser):
@@ -51,18 +69,26 @@ class MlflowScoringUser(FastHttpUser):
 
     @task
     def invocations(self) -> None:
-        with self.client.post(
-            self.path,
-            data=self._body,
-            headers={"Content-Type": "application/json"},
-            name="invocations",
-            catch_response=True,
-        ) as resp:
-            problem = self.check(resp.status_code, resp.text)
-            if problem:
-                resp.failure(problem)
-            else:
-                resp.success()
+        for attempt in range(RETRIES + 1):
+            with self.client.post(
+                self.path,
+                data=self._body,
+                headers={"Content-Type": "application/json"},
+                name="invocations",
+                catch_response=True,
+            ) as resp:
+                problem = self.check(resp.status_code, resp.text)
+                again = bool(problem) and attempt < RETRIES and retryable(resp.status_code)
+                if again:
+                    resp.request_meta["name"] = RETRIED
+                if problem:
+                    resp.failure(problem)
+                else:
+                    resp.success()
+            if problem and FAILURE_PAUSE_S:
+                time.sleep(FAILURE_PAUSE_S)  # gevent-patched: yields to the other users
+            if not again:
+                return
 
     def check(self, status: int, text: str | None) -> str | None:
         """Why the response is wrong, or None."""

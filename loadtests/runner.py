@@ -22,6 +22,7 @@ from loadtests.observe import Sampler
 from loadtests.scenarios import Run
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+RETRIED = "invocations (retried)"  # locustfile.RETRIED (not imported: gevent patches on import)
 GRACE_S = 60.0  # Locust start-up and shutdown on top of the planned duration
 CLIENT_BOUND_CPU = 90.0  # percent of one core: above this the client, not the server, limits rps
 
@@ -42,6 +43,7 @@ class RunResult:
     p50_ms: float | None
     p99_ms: float | None
     avg_ms: float | None
+    retried: int = 0  # attempts the client retried (failures, not in requests or failures)
     client_cpu_mean: float | None = None
     client_cpu_max: float | None = None
     top_errors: list[str] = field(default_factory=list)
@@ -67,6 +69,8 @@ def run_locust(run: Run, host: str, path: str, out_dir: Path, sampler: Sampler) 
         **os.environ,
         "MLRAY_LOAD_PATH": path,
         "MLRAY_LOAD_STAGES": json.dumps([s.as_locust() for s in run.stages]),
+        "MLRAY_LOAD_RETRIES": str(run.retries),
+        "MLRAY_LOAD_FAILURE_PAUSE_S": str(run.failure_pause_s),
         "PYTHONUNBUFFERED": "1",
     }
     cmd = [
@@ -121,12 +125,14 @@ def _number(value: str | None) -> float | None:
 
 
 def parse_stats(path: Path, run: Run, url: str, elapsed_s: float) -> RunResult:
-    """The Aggregated row of Locust's `<prefix>_stats.csv`."""
+    """The Aggregated row of Locust's `<prefix>_stats.csv`. Requests and failures are the
+    client's: attempts it retried (row RETRIED, all failed) are counted apart."""
     with path.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("Name") == "Aggregated"]
-    if not rows:
+        named = {r.get("Name"): r for r in csv.DictReader(f)}
+    if "Aggregated" not in named:
         raise LoadTestError(f"got no Aggregated row in {path}; expected Locust's stats CSV")
-    row = rows[0]
+    row = named["Aggregated"]
+    retried = int(named[RETRIED]["Request Count"]) if RETRIED in named else 0
     return RunResult(
         key=run.key,
         target=run.target,
@@ -134,8 +140,9 @@ def parse_stats(path: Path, run: Run, url: str, elapsed_s: float) -> RunResult:
         users=run.peak_users,
         planned_s=run.duration_s,
         elapsed_s=round(elapsed_s, 1),
-        requests=int(row["Request Count"]),
-        failures=int(row["Failure Count"]),
+        requests=int(row["Request Count"]) - retried,
+        failures=int(row["Failure Count"]) - retried,
+        retried=retried,
         rps=round(float(row["Requests/s"]), 2),
         p50_ms=_number(row["50%"]),
         p99_ms=_number(row["99%"]),

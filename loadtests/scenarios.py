@@ -88,6 +88,10 @@ class Run:
     key: str
     target: str
     stages: tuple[Stage, ...]
+    # The client's behaviour on a failed request (locustfile.py): retries of a request that
+    # failed with a connection error or a 5xx, and a pause after each failed attempt.
+    retries: int = 0
+    failure_pause_s: float = 0.0
 
     @property
     def duration_s(self) -> float:

@@ -30,7 +30,14 @@ from mlray.deploy import (
 )
 from mlray.errors import MlrayError, UsageError
 from mlray.export import export_rayservice
-from mlray.output import StatusOutput, check_output, deploy_output, render, table_rows
+from mlray.output import (
+    StatusOutput,
+    check_output,
+    deploy_output,
+    render,
+    table_rows,
+    why_lines,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -196,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
         if fmt == "text":
             say(f"Ingress: {describe_ingress(ingress)}")
             say.result(_table(table_rows(records)))
+            for line in why_lines(records):
+                say.result(line)
         else:
             emit(StatusOutput(cluster=args.cluster, ingress=ingress, apps=records))
     elif args.command == "undeploy":

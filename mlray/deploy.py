@@ -47,7 +47,7 @@ from mlray.plan import (
     same_app,
 )
 from mlray.ray_api import ClusterFacts, Job, RayDashboard
-from mlray.registry import Registry
+from mlray.registry import Registry, mlflow_problem
 from mlray.serving_package import ServingPackage, build_serving_package, publish_serving_package
 from mlray.tags import Problem
 from mlray.writes import Intent, fingerprint, merged, violations
@@ -112,10 +112,13 @@ class Console:
         print(text, file=self.out, flush=True)
 
 
-def _live_facts(dash: RayDashboard, cluster_name: str, cfg: MlrayConfig) -> ClusterFacts:
-    """Check config against the live cluster: a wrong Python would break every replica."""
+def _live_facts(
+    dash: RayDashboard, cluster_name: str, cfg: MlrayConfig, probed: ClusterFacts | None = None
+) -> ClusterFacts:
+    """Check config against the live cluster: a wrong Python would break every replica.
+    ``probed``: facts of an earlier probe of this cluster, checked the same way."""
     cluster = cfg.cluster(cluster_name)
-    facts = dash.probe()
+    facts = probed or dash.probe()
     problems = []
     if facts.python_minor != cluster.python:
         problems.append(
@@ -133,17 +136,25 @@ def _live_facts(dash: RayDashboard, cluster_name: str, cfg: MlrayConfig) -> Clus
 
 
 def prepare(
-    cfg: MlrayConfig, cluster_name: str, opts: Options, say: Console
+    cfg: MlrayConfig,
+    cluster_name: str,
+    opts: Options,
+    say: Console,
+    probed: ClusterFacts | None = None,
+    registry: Registry | None = None,
 ) -> tuple[Report, RayDashboard, Registry]:
-    """Everything up to the plan: read, validate, preflight. Changes nothing anywhere."""
+    """Everything up to the plan: read, validate, preflight. Changes nothing anywhere.
+
+    ``probed`` and ``registry`` let a caller checking many times (the chaos suite's
+    ``fuzz_tags``) reuse one probe (a Ray job of seconds) and one MLflow client."""
     cluster = cfg.cluster(cluster_name)
     dash = RayDashboard(cluster, cluster_name)
 
     def probe() -> ClusterFacts:
         say(f"Probing cluster {cluster_name} at {cluster.dashboard_url}")
-        return _live_facts(dash, cluster_name, cfg)
+        return _live_facts(dash, cluster_name, cfg, probed)
 
-    report, registry = prepare_with(cfg, cluster_name, opts, say, probe)
+    report, registry = prepare_with(cfg, cluster_name, opts, say, probe, registry)
     return report, dash, registry
 
 
@@ -153,11 +164,12 @@ def prepare_with(
     opts: Options,
     say: Console,
     cluster_facts: Callable[[], ClusterFacts],
+    registry: Registry | None = None,
 ) -> tuple[Report, Registry]:
     """:func:`prepare` with the cluster's facts from a live probe (deploy) or config (export)."""
     cluster = cfg.cluster(cluster_name)
     report = Report(cluster=cluster_name)
-    registry = Registry(cfg.tracking_uri)
+    registry = registry or Registry(cfg.tracking_uri)
     say(
         f"Reading registry {cfg.tracking_uri} (models named *{cfg.selection.name_suffix}"
         + (f", alias @{cfg.selection.alias})" if cfg.selection.alias else ", latest version)")
@@ -258,7 +270,7 @@ def deploy(
         unschedulable_s=opts.unschedulable_timeout_s, writer=writer,
     )  # fmt: skip
     if job is not None:
-        report.node_envs = _finish_node_envs(dash, job, say)
+        report.node_envs = finish_node_envs(dash, job, say)
     _write_back(registry, plan, desired, cluster_name, cluster.serve_url, say)
     say.result(f"Done: {cluster_name} serves {len(desired) + len(held)} model(s).")
     return report
@@ -268,21 +280,29 @@ def _start_node_envs(dash: RayDashboard, plan: Plan, opts: Options, say: Console
     """Submit the job that builds the added and updated apps' environments on every node."""
     changed = {a.name for a in plan.apps if a.action in ("add", "update")}
     apps = [a for a in plan.config["applications"] if a["name"] in changed]
+    return start_node_envs(dash, apps, opts.timeout_s, say)
+
+
+def start_node_envs(
+    dash: RayDashboard, apps: list[dict[str, Any]], timeout_s: float, say: Console
+) -> Job | None:
+    """Submit the job that builds these apps' environments on every alive node (also what a
+    node that joined after the deploy needs: the chaos suite's worker_kill)."""
     envs = node_envs.envs_to_prepare(apps)
     if not envs:
         return None
     say(f"Preparing {len(envs)} app environment(s) on every node (new replicas skip pip)")
     try:
         return dash.submit_job(
-            "node-envs", node_envs.ENTRYPOINT, opts.timeout_s,
-            env_vars=node_envs.job_env(envs, opts.timeout_s),
+            "node-envs", node_envs.ENTRYPOINT, timeout_s,
+            env_vars=node_envs.job_env(envs, timeout_s),
         )  # fmt: skip
     except ClusterError as e:  # the apps serve without it; scale-out only gets slower
         say(f"warning: could not start preparing the nodes: {e}")
         return None
 
 
-def _finish_node_envs(dash: RayDashboard, job: Job, say: Console) -> NodeEnvs | None:
+def finish_node_envs(dash: RayDashboard, job: Job, say: Console) -> NodeEnvs | None:
     try:
         done = NodeEnvs.from_report(dash.job_report(job, node_envs.MARKER))
     except ClusterError as e:
@@ -633,20 +653,35 @@ def undeploy(
     return plan
 
 
-def check(cfg: MlrayConfig, cluster_name: str, opts: Options, say: Console | None = None) -> Report:
+def check(
+    cfg: MlrayConfig,
+    cluster_name: str,
+    opts: Options,
+    say: Console | None = None,
+    probed: ClusterFacts | None = None,
+    registry: Registry | None = None,
+) -> Report:
     """The preflight alone: everything deploy checks, nothing applied."""
     say = say or Console()
-    report = check_report(cfg, cluster_name, opts, say)
+    report = check_report(cfg, cluster_name, opts, say, probed, registry)
     check_verdict(report, say)
     return report
 
 
 def check_report(
-    cfg: MlrayConfig, cluster_name: str, opts: Options, say: Console | None = None
+    cfg: MlrayConfig,
+    cluster_name: str,
+    opts: Options,
+    say: Console | None = None,
+    probed: ClusterFacts | None = None,
+    registry: Registry | None = None,
 ) -> Report:
-    """Every problem of every model: tag errors do not stop the wheels of the others."""
+    """Every problem of every model: tag errors do not stop the wheels of the others.
+    ``probed``, ``registry``: see :func:`prepare`."""
     say = say or Console()
-    report, dash, _ = prepare(cfg, cluster_name, replace(opts, skip_invalid=True), say)
+    report, dash, _ = prepare(
+        cfg, cluster_name, replace(opts, skip_invalid=True), say, probed, registry
+    )
     print_assessment(report, say)
     uri = serving_uri(cfg, cluster_name, build_serving_package())
     _, details, plan = _plan(cfg, cluster_name, report, dash, opts, uri)
@@ -693,7 +728,28 @@ def status_records(cfg: MlrayConfig, cluster_name: str) -> tuple[Ingress, list[A
     dash = RayDashboard(cluster, cluster_name)
     details = dash.serve_details()
     ingress = ingress_mode(details, dash.haproxy_actors())
-    return ingress, app_records(details, cluster.serve_url, ingress)
+    return ingress, with_mlflow_hint(app_records(details, cluster.serve_url, ingress), cfg)
+
+
+def with_mlflow_hint(records: list[AppRecord], cfg: MlrayConfig) -> list[AppRecord]:
+    """A replica of an mlray app loads its model from MLflow when it starts. While MLflow
+    does not answer, a new replica waits, and Ray only says it is slow to initialize: so
+    when an mlray app has fewer replicas ready than wanted, ask MLflow, and put its answer
+    first in those apps' messages."""
+    short = {r.name for r in records if r.source and r.replicas.ready < r.replicas.target}
+    problem = mlflow_problem(cfg.tracking_uri) if short else None
+    if not problem:
+        return records
+    hint = (
+        f"{problem} (from this host): a replica that starts now loads its model from MLflow, "
+        "so it waits until MLflow answers"
+    )
+    return [
+        r.model_copy(update={"message": " | ".join(p for p in (hint, r.message) if p)})
+        if r.name in short
+        else r
+        for r in records
+    ]
 
 
 def status_rows(cfg: MlrayConfig, cluster_name: str) -> list[dict[str, str]]:

@@ -63,7 +63,11 @@ class AppRecord(_Record):
         description="URL of the app's /invocations; null when it has no route"
     )
     ingress: Ingress = Field(description=INGRESS_DOC)
-    message: str = Field(description="Serve's messages for the app and its deployments; '' if none")
+    message: str = Field(
+        description="Serve's messages for the app and its deployments, after mlray's own "
+        "hint when it has one (an mlray app short of replicas while MLflow does not answer: "
+        "new replicas wait to load their model); '' if none"
+    )
 
 
 class StatusOutput(_Record):
@@ -274,6 +278,16 @@ def table_rows(apps: list[AppRecord]) -> list[dict[str, str]]:
             "ENDPOINT": a.endpoint or "-",
         }
         for a in apps
+    ]
+
+
+def why_lines(apps: list[AppRecord]) -> list[str]:
+    """For the text status, under the table: why each app that is not RUNNING with all its
+    replicas is not (Ray's messages, and mlray's own hints)."""
+    return [
+        f"{a.name}: {' '.join(a.message.split())}"  # one line each: Ray's may hold newlines
+        for a in apps
+        if a.message and (a.status != "RUNNING" or a.replicas.ready < a.replicas.target)
     ]
 
 

@@ -59,20 +59,29 @@ class Unselected:
     reason: str
 
 
-def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
-    """Fail fast with a clear message instead of MLflow's retry loop."""
+def mlflow_problem(tracking_uri: str, timeout: float = 5.0) -> str | None:
+    """Why MLflow's /health does not answer well (unreachable, 5xx), or None."""
     if not tracking_uri.startswith(("http://", "https://")):
-        return
+        return None
     url = tracking_uri.rstrip("/") + "/health"
     try:
         resp = requests.get(url, timeout=timeout)
     except requests.RequestException as e:
-        raise RegistryError(
-            f"cannot reach MLflow at {tracking_uri} ({type(e).__name__}); "
-            "check mlflow.tracking_uri / MLFLOW_TRACKING_URI. Nothing was changed."
-        ) from None
+        return f"cannot reach MLflow at {tracking_uri} ({type(e).__name__})"
     if resp.status_code >= 500:
-        raise RegistryError(f"MLflow at {tracking_uri} answered {resp.status_code} to /health")
+        return f"MLflow at {tracking_uri} answered {resp.status_code} to /health"
+    return None
+
+
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail fast with a clear message instead of MLflow's retry loop."""
+    problem = mlflow_problem(tracking_uri, timeout)
+    if problem and problem.startswith("cannot reach"):
+        raise RegistryError(
+            f"{problem}; check mlflow.tracking_uri / MLFLOW_TRACKING_URI. Nothing was changed."
+        )
+    if problem:
+        raise RegistryError(problem)
 
 
 class Registry:

@@ -183,11 +183,25 @@ class Testbed:
         """Restart a cluster's head and workers (new Ray sessions: an empty GCS, no cached
         runtime envs, no Serve apps) and wait until every node is back. Same addresses."""
         self.prepare()
-        head = self.spec.head_container(python)
-        names = [head, *(self.spec.worker_container(python, i)
-                         for i in range(1, self.spec.workers + 1))]  # fmt: skip
-        for name in names:  # the head first: workers find it by name when they start
+        for name in self._cluster_containers(python):  # the head first: workers find it by name
             engine.run_podman("restart", "--time", str(STOP_TIMEOUT), name, timeout=300)
+        return self._cluster_back(python)
+
+    def start_cluster(self, python: str) -> ClusterInfo:
+        """Start whichever of a cluster's containers are not running (a killed worker, say)
+        and wait until every node is alive in Ray again. Same addresses."""
+        self.prepare()
+        for name in self._cluster_containers(python):
+            if nodes.container_status(name) != "running":
+                engine.run_podman("start", name, timeout=300)
+        return self._cluster_back(python)
+
+    def _cluster_containers(self, python: str) -> list[str]:
+        head = self.spec.head_container(python)
+        return [head, *(self.spec.worker_container(python, i)
+                        for i in range(1, self.spec.workers + 1))]  # fmt: skip
+
+    def _cluster_back(self, python: str) -> ClusterInfo:
         info = self._wait_cluster(python)
         self.clusters[info.name] = info
         return info

@@ -12,26 +12,35 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import json
 import os
+import random
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from loadtests.chaos import faults, fuzz, gates, report
+import requests
+
+from loadtests.chaos import faults, fuzz, gates, report, tagfuzz
 from loadtests.chaos.scenarios import (
+    FUZZ_MODEL,
+    FUZZ_TAGS_CLI,
     LOAD_USERS,
     NAMES,
     PLUGIN_APP,
     PROFILES,
     RACE_MODELS,
+    SHORT,
     SOURCE_MODEL,
     TARGET_APP,
     TARGET_MODEL,
+    WORKER_KILL_RETRIES,
     Profile,
 )
 from loadtests.cli import ALIAS, Session, common_parser, guarded
@@ -39,8 +48,16 @@ from loadtests.errors import LoadTestError
 from loadtests.observe import Sampler
 from loadtests.runner import RunResult, run_locust, say
 from loadtests.scenarios import CLUSTER, Run, constant
+from mlray.config import Selection
+from mlray.errors import ClusterError
+from mlray.registry import ModelVersionInfo, Registry, Unselected
+from testbed.engine import run_podman
+
+if TYPE_CHECKING:
+    from testbed import Testbed
 
 COPIED_FROM = "mlray.chaos.copied_from"  # version tag of each chaos copy
+IRIS_PROBE = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 SMALL = {
     "ray.ray_actor_options.num_cpus": "0.25",
     "ray.ray_actor_options.memory": "0.25",
@@ -71,12 +88,45 @@ class Load:
         return self.box["result"]
 
 
+@dataclass
+class CliChecks:
+    tags: list[dict[str, str]] = field(default_factory=list)
+    runs: list[tuple[int, str]] = field(default_factory=list)  # (exit code, output)
+    refused: int = 0  # tag sets MLflow would not store
+
+
+class FuzzedRegistry(Registry):
+    """The registry read once; each `selected()` gives `model` the tags of the moment.
+
+    The rest of mlray's check (tag parsing, assessment, preflight, plan, fit) runs as the CLI
+    runs it: only the MLflow round trips are saved, and the 5 real CLI runs cover them."""
+
+    def __init__(self, tracking_uri: str, selection: Selection, model: str) -> None:
+        super().__init__(tracking_uri)
+        self.model = model
+        self.read = super().selected(selection)
+        if not any(m.name == model for m in self.read[0]):
+            raise LoadTestError(f"got no {model} among the selected models; expected it")
+        self.tags: dict[str, str] = {}
+
+    def selected(self, selection: Selection) -> tuple[list[ModelVersionInfo], list[Unselected]]:
+        models, unselected = self.read
+        return [
+            replace(m, tags=dict(self.tags)) if m.name == self.model else m for m in models
+        ], list(unselected)
+
+
 class Chaos:
     """The scenarios against one testbed: its dashboard, registry and containers."""
 
-    def __init__(self, session: Session, containers: list[str], profile: Profile) -> None:
+    def __init__(self, session: Session, testbed: Testbed, python: str, profile: Profile) -> None:
         self.s = session
-        self.containers = containers
+        self.tb = testbed
+        self.python = python
+        spec = testbed.spec
+        self.head = spec.head_container(python)
+        self.workers = [spec.worker_container(python, i + 1) for i in range(spec.workers)]
+        self.containers = [self.head, *self.workers]
         self.profile = profile
         self.out_dir = session.out_dir
         self.figures: dict[str, dict[str, Any]] = {}
@@ -133,8 +183,12 @@ class Chaos:
             time.sleep(1)
 
     @contextlib.contextmanager
-    def load(self, name: str, app: str, duration_s: float) -> Iterator[Load]:
-        run = Run(name, app, constant(LOAD_USERS, duration_s))
+    def load(
+        self, name: str, app: str, duration_s: float, retries: int = 0, pause_s: float = 0.0
+    ) -> Iterator[Load]:
+        """Steady load; `retries` and `pause_s`: the client's conduct on a failed request
+        (loadtests/locustfile.py)."""
+        run = Run(name, app, constant(LOAD_USERS, duration_s), retries, pause_s)
         host, path = self.s.target(run)
         with Sampler(self.s.dashboard, app) as sampler:
             load = Load(sampler, threading.Thread(target=lambda: None))
@@ -309,6 +363,331 @@ class Chaos:
             self.profile.fuzz_requests,
         )
 
+    def head_restart_redeploy(self) -> gates.Outcome:
+        """Restart the cluster's containers (a new Ray session: empty GCS, no apps), then
+        `mlray deploy`; recovery is from the restart to every app RUNNING again."""
+        self.wait_replicas(TARGET_APP, 2, 60)
+        apps = self._registry_apps()
+        before = self._answers(apps)
+        config = str(self.s.config_path)
+        # A refused connection fails at once: the pause keeps 8 users from spinning on it.
+        with self.load(
+            "head_restart_redeploy", TARGET_APP, self.profile.restart_load_s, pause_s=0.5
+        ) as load:
+            time.sleep(self.profile.fault_at_s)
+            fault_at = time.time()
+            say(f"head_restart_redeploy: restarting {', '.join(self.containers)}")
+            self.tb.restart_cluster(self.python)
+            nodes_back = time.time()
+            left = sorted(self.details().get("applications") or {})
+            say(f"head_restart_redeploy: nodes back in {nodes_back - fault_at:.1f} s; apps: {left}")
+            code = self._mlray_logged("head_restart_redeploy.deploy", "deploy", config, CLUSTER)
+            served, back_at = self._served(apps, 120)
+            after = self._answers(apps)
+        result = load.result
+        wrong = {a: f"{before[a]} -> {after.get(a)}" for a in apps if after.get(a) != before[a]}
+        recovery = None if back_at is None else round(back_at - fault_at, 1)
+        marks = {"restart": fault_at, "nodes back": nodes_back}
+        report.plot(
+            self.out_dir,
+            "head_restart_redeploy",
+            result,
+            load.sampler.samples,
+            {**marks, **({"all apps RUNNING": back_at} if back_at else {})},
+        )
+        self.figures["head_restart_redeploy"] = {
+            "apps": apps,
+            "apps_after_restart": left,
+            "nodes_back_s": round(nodes_back - fault_at, 1),
+            "deploy_exit": code,
+            "served": served,
+            **result.figures(),
+        }
+        return gates.head_restart_redeploy(
+            code, apps, served, wrong, recovery, result.requests, result.failures
+        )
+
+    def fuzz_tags(self) -> gates.Outcome:
+        """Generated tag sets on FUZZ_MODEL through mlray's check: in-process with one probe
+        and one registry read (the CLI's code from the tags on), then a few real CLI runs
+        with the tags set in MLflow. The Serve config's fingerprint before and after."""
+        from mlray.config import load_config
+        from mlray.deploy import Console, Options, check
+        from mlray.writes import fingerprint
+
+        before = fingerprint(self.details())
+        self.copy_model(FUZZ_MODEL, tagfuzz.BASE, alias=True)
+        # the checks take about 90 s under load on a 2-core host: the load covers them
+        with self.load("fuzz_tags", TARGET_APP, self.profile.load_s + 60) as running:
+            try:
+                started_at = time.time()
+                cfg = load_config(self.s.config_path)
+                registry = FuzzedRegistry(cfg.tracking_uri, cfg.selection, FUZZ_MODEL)
+                facts = self.s.dashboard.probe()  # the one probe job
+                out = io.StringIO()
+
+                def one(tags: Mapping[str, str]) -> None:
+                    registry.tags = dict(tags)
+                    out.seek(0)
+                    out.truncate()
+                    check(cfg, CLUSTER, Options(), Console(out), probed=facts, registry=registry)
+
+                sets = tagfuzz.generate(self.profile.fuzz_tags)
+                started = time.monotonic()
+                found = tagfuzz.run(one, sets)
+                in_process_s = time.monotonic() - started
+                say(f"fuzz_tags: {found.total} checks in-process, {in_process_s:.0f} s")
+                cli_at = time.time()
+                cli = self._check_cli(FUZZ_TAGS_CLI)
+                ended_at = time.time()
+            finally:  # deploys after this one skip the model (no alias)
+                self.s.client.delete_registered_model_alias(FUZZ_MODEL, ALIAS)
+                self.copy_model(FUZZ_MODEL, tagfuzz.BASE, alias=False)
+        after = fingerprint(self.details())
+        result = running.result
+        marks = {"in-process checks": started_at, "CLI checks": cli_at, "done": ended_at}
+        report.plot(self.out_dir, "fuzz_tags", result, running.sampler.samples, marks)
+        self.figures["fuzz_tags"] = {
+            "in_process": {str(k): v for k, v in sorted(found.exits.items())},
+            "in_process_s": round(in_process_s, 1),
+            "messages": {str(k): v for k, v in found.first_message.items()},
+            "tracebacks": found.bugs[:3],
+            "cli": [{"tags": t, "exit": c} for t, (c, _) in zip(cli.tags, cli.runs, strict=True)],
+            "cli_refused_by_mlflow": cli.refused,
+            "serve_config_fingerprint": [before, after],
+            **result.figures(),
+        }
+        return gates.fuzz_tags(
+            found.exits,
+            found.silent,
+            found.bugs,
+            cli.runs,
+            (before, after),
+            self.profile.fuzz_tags,
+            FUZZ_TAGS_CLI,
+        )
+
+    def _check_cli(self, count: int) -> CliChecks:
+        """`count` real `mlray check` runs, each with a generated tag set on FUZZ_MODEL in
+        MLflow (sets MLflow itself refuses to store are counted and skipped)."""
+        from mlflow.exceptions import MlflowException
+
+        done = CliChecks()
+        config = str(self.s.config_path)
+        drawn = tagfuzz.generate(count * 20)  # Hypothesis starts small: take a spread
+        for tags in random.Random(12).sample(drawn, len(drawn)):
+            if len(done.runs) == count:
+                break
+            try:
+                self.copy_model(FUZZ_MODEL, tags, alias=True)
+            except MlflowException:
+                done.refused += 1
+                continue
+            log = f"fuzz_tags.check-{len(done.runs) + 1}"
+            code = self._mlray_logged(log, "check", config, CLUSTER)
+            done.tags.append(tags)
+            done.runs.append((code, (self.out_dir / f"{log}.log").read_text(errors="replace")))
+        return done
+
+    def mlflow_outage(self) -> gates.Outcome:
+        """Pause MLflow, then ask for one more replica of TARGET_APP with a PUT of the Serve
+        config as it runs (the cluster's own API: no MLflow needed to ask). The new replica
+        must load its model from MLflow, so it waits; the two running ones keep serving."""
+        self.wait_replicas(TARGET_APP, 2, 60)
+        mlflow = self.tb.spec.mlflow_container
+        config = str(self.s.config_path)
+        outage = self.profile.outage_s
+        with self.load("mlflow_outage", TARGET_APP, self.profile.fault_at_s + outage + 60) as load:
+            time.sleep(self.profile.fault_at_s)
+            self.tb.stop_mlflow()  # `podman pause`: frozen, same address
+            paused_at = time.time()
+            say(f"mlflow_outage: paused {mlflow}; asking for 3 replicas of {TARGET_APP}")
+            try:
+                self.s.dashboard.put_serve_config(
+                    faults.with_replicas(self.details(), TARGET_APP, 3)
+                )
+                time.sleep(outage)
+                status = self._mlray_output("mlflow_outage.status", "status", config, CLUSTER)
+                during = len(faults.running_identities(self.details(), TARGET_APP))
+            finally:
+                back = time.time()
+                self.tb.start_mlflow()  # unpause, and wait until it answers
+            say(f"mlflow_outage: unpaused {mlflow} after {back - paused_at:.0f} s")
+            ready_at = self._replicas_at(TARGET_APP, 3, 180)
+        result = load.result
+        recovery = None if ready_at is None else round(ready_at - back, 1)
+        report.plot(
+            self.out_dir,
+            "mlflow_outage",
+            result,
+            load.sampler.samples,
+            {
+                "MLflow paused, 3 replicas asked": paused_at,
+                "MLflow back": back,
+                **({"3rd replica RUNNING": ready_at} if ready_at else {}),
+            },
+        )
+        self.s.dashboard.put_serve_config(faults.with_replicas(self.details(), TARGET_APP, 2))
+        self.wait_replicas(TARGET_APP, 2, 120)  # as the registry's tags say, for what follows
+        self.figures["mlflow_outage"] = {
+            "outage_s": round(back - paused_at, 1),
+            "running_during_outage": during,
+            "status_during_outage": status,
+            **result.figures(),
+        }
+        return gates.mlflow_outage(
+            result.requests, result.failures, TARGET_APP, status, during >= 3, recovery
+        )
+
+    def worker_kill(self) -> gates.Outcome:
+        """`podman kill` the cluster's worker under load; Ray replaces its replicas on the
+        head; then the worker's container is started again and must rejoin as a Ray node."""
+        from testbed import nodes
+
+        self.wait_replicas(TARGET_APP, 2, 60)
+        self._spread(TARGET_APP)
+        apps = self._registry_apps()
+        worker = self.workers[0]
+        with self.load(
+            "worker_kill",
+            TARGET_APP,
+            self.profile.load_s + 60,
+            retries=WORKER_KILL_RETRIES,
+            pause_s=0.5,
+        ) as load:
+            time.sleep(self.profile.fault_at_s)
+            gone = faults.replicas_on_other_nodes(self.details(), apps)
+            fault_at = time.time()
+            run_podman("kill", worker, timeout=60)
+            say(f"worker_kill: killed {worker}; its replicas: {gone}")
+            back_at = self._whole_at(gone, 120)
+        result = load.result
+        recovery = None if back_at is None else round(back_at - fault_at, 1)
+        started = time.time()
+        info = self.tb.start_cluster(self.python)
+        alive = nodes.alive_ray_nodes(info.dashboard_url, self.tb.auth_headers)
+        rejoin_s = round(time.time() - started, 1)
+        say(f"worker_kill: started {worker} again; {alive} alive Ray nodes after {rejoin_s} s")
+        prepared_s = self._prepare_nodes()
+        report.plot(
+            self.out_dir,
+            "worker_kill",
+            result,
+            load.sampler.samples,
+            {"podman kill": fault_at, **({"every app RUNNING": back_at} if back_at else {})},
+        )
+        self.figures["worker_kill"] = {
+            "killed": worker,
+            "replicas_on_worker": gone,
+            "rejoin_s": rejoin_s,
+            "alive_nodes": alive,
+            "prepare_rejoined_node_s": prepared_s,
+            **result.figures(),
+        }
+        return gates.worker_kill(
+            result.requests,
+            result.failures,
+            result.retried,
+            sum(len(ids) for ids in gone.values()),
+            recovery,
+            alive,
+            len(self.containers),
+        )
+
+    def _spread(self, app: str, attempts: int = 3) -> None:
+        """Have a replica of `app` on the worker. After an earlier worker_kill every replica
+        runs on the head; Serve spreads a deployment's replicas over nodes when it starts
+        one, so SIGKILL one on the head and let Serve place its replacement."""
+        for _ in range(attempts):
+            details = self.details()
+            if faults.replicas_on_other_nodes(details, [app])[app]:
+                return
+            victim = next(r for r in faults.replicas(details, app) if r.get("state") == "RUNNING")
+            faults.kill_replica(self.containers, app, int(victim["pid"]))
+            say(f"worker_kill: no {app} replica on the worker; killed {victim['replica_id']}")
+            if self._replaced(str(victim["replica_id"]), 2, 90) is None:
+                raise LoadTestError(f"got no replacement of {victim['replica_id']} in 90 s")
+
+    def _prepare_nodes(self) -> float:
+        """Build every app's environment on every node, as a deploy does: a node that joined
+        since has none, and its first replica would wait for pip (the next scenario's)."""
+        from mlray.deploy import Console, finish_node_envs, start_node_envs
+        from mlray.plan import current_apps
+
+        started = time.monotonic()
+        apps = list(current_apps(self.details()).values())
+        job = start_node_envs(self.s.dashboard, apps, 600, Console(quiet=True))
+        done = None if job is None else finish_node_envs(self.s.dashboard, job, Console())
+        say(f"prepared every node: {done.summary() if done else 'nothing to do'}")
+        return round(time.monotonic() - started, 1)
+
+    def _whole_at(self, gone: Mapping[str, Sequence[str]], timeout_s: float) -> float | None:
+        """When every app ran whole again without the `gone` replicas (epoch s), or None."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if faults.whole_without(self.details(), gone):
+                    return time.time()
+            except ClusterError:  # the dashboard may stall while Ray marks the node dead
+                pass
+            time.sleep(0.5)
+        return None
+
+    def _replicas_at(self, app: str, count: int, timeout_s: float) -> float | None:
+        """When `app` had `count` RUNNING replicas (epoch s), or None at the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(faults.running_identities(self.details(), app)) >= count:
+                return time.time()
+            time.sleep(0.5)
+        return None
+
+    def _registry_apps(self) -> list[str]:
+        """The apps `mlray deploy` made from the registry (a plugin's app is not re-made)."""
+        from mlray.plan import SOURCE_REGISTRY, app_source
+
+        current = self.details().get("applications") or {}
+        return sorted(
+            n
+            for n, a in current.items()
+            if app_source(a.get("deployed_app_config")) == SOURCE_REGISTRY
+        )
+
+    def _answers(self, apps: Sequence[str]) -> dict[str, str]:
+        """Each app's answer to one fixed iris request: its predictions, or what failed."""
+        body = {"dataframe_split": {"columns": fuzz.COLUMNS, "data": IRIS_PROBE}}
+        out = {}
+        for app in apps:
+            url = f"{self.s.cluster.serve_url}/{app}/invocations"
+            try:
+                resp = requests.post(url, json=body, timeout=30)
+                out[app] = (
+                    json.dumps(resp.json().get("predictions"))
+                    if resp.status_code == 200
+                    else f"HTTP {resp.status_code}"
+                )
+            except (requests.RequestException, ValueError, AttributeError) as e:
+                out[app] = type(e).__name__
+        return out
+
+    def _mlray_output(self, log_name: str, *args: str) -> str:
+        """`mlray *args`'s output (also in <report>/<log_name>.log)."""
+        self._mlray_logged(log_name, *args)
+        return (self.out_dir / f"{log_name}.log").read_text(errors="replace")
+
+    def _mlray_logged(self, log_name: str, *args: str) -> int:
+        """Run `mlray *args`, its output in <report>/<log_name>.log; its exit code."""
+        path = self.out_dir / f"{log_name}.log"
+        say(f"$ mlray {' '.join(args)}  (output: {path.name})")
+        env = {**os.environ, "MLRAY_PLAIN": "1"}
+        with path.open("w") as log:
+            code = subprocess.run(
+                [sys.executable, "-m", "mlray", *args], env=env, stdout=log, stderr=log
+            ).returncode
+        lines = path.read_text(errors="replace").strip().splitlines()
+        say(f"mlray {args[0]} exited {code}: {lines[-1:]}")
+        return code
+
     def _mlray(self, *args: str) -> None:
         say(f"$ mlray {' '.join(args)}")
         if subprocess.run([sys.executable, "-m", "mlray", *args]).returncode != 0:
@@ -319,6 +698,10 @@ HANDLERS: dict[str, Callable[[Chaos], gates.Outcome]] = {
     "replica_kill": Chaos.replica_kill,
     "concurrent_deploy": Chaos.concurrent_deploy,
     "fuzz_requests": Chaos.fuzz_requests,
+    "head_restart_redeploy": Chaos.head_restart_redeploy,
+    "fuzz_tags": Chaos.fuzz_tags,
+    "mlflow_outage": Chaos.mlflow_outage,
+    "worker_kill": Chaos.worker_kill,
 }
 
 
@@ -341,9 +724,7 @@ def run_all(args: argparse.Namespace) -> int:
     if missing:
         say(f"training {', '.join(missing)} (not in the registry yet)")
         train_examples(tb, names=missing)
-    containers = [tb.spec.head_container(python)]
-    containers += [tb.spec.worker_container(python, i + 1) for i in range(tb.spec.workers)]
-    chaos = Chaos(session, containers, PROFILES[args.profile])
+    chaos = Chaos(session, tb, python, PROFILES[args.profile])
     chaos.setup()
     seconds = {"setup": round(time.monotonic() - started, 1)}
     outcomes: dict[str, gates.Outcome] = {}
@@ -376,7 +757,7 @@ def run_all(args: argparse.Namespace) -> int:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = common_parser("python -m loadtests.chaos", __doc__, PROFILES, NAMES, "a few minutes")
     args = parser.parse_args(argv)
-    args.scenario = args.scenario or list(NAMES)
+    args.scenario = args.scenario or list(SHORT if args.profile == "short" else NAMES)
     return args
 
 

@@ -8,6 +8,7 @@ builtin `kill -9`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,3 +48,53 @@ def kill_replica(containers: Sequence[str], app: str, pid: int) -> str:
         if "killed" in proc.stdout:
             return container
     raise LoadTestError(f"got no process {pid} titled {marker}* in {list(containers)}")
+
+
+def with_replicas(details: Mapping[str, Any], app: str, count: int) -> dict[str, Any]:
+    """The cluster's Serve config as it runs, `app`'s deployments set to `count` replicas:
+    what a PUT asks for to scale `app` without touching anything else (no MLflow involved)."""
+    from mlray.plan import cluster_part, current_apps
+
+    apps = current_apps(details)
+    if app not in apps:
+        raise LoadTestError(f"got apps {sorted(apps)}; expected {app}")
+    conf = copy.deepcopy(apps[app])
+    for deployment in conf.get("deployments") or []:
+        deployment["num_replicas"] = count
+    apps[app] = conf
+    config = cluster_part(details, None)
+    config["applications"] = [apps[n] for n in sorted(apps)]
+    return config
+
+
+def head_node(details: Mapping[str, Any]) -> str | None:
+    """The head's Ray node id: Serve's controller runs there."""
+    return (details.get("controller_info") or {}).get("node_id")
+
+
+def replicas_on_other_nodes(
+    details: Mapping[str, Any], apps: Sequence[str]
+) -> dict[str, list[str]]:
+    """{app: ids of its RUNNING replicas on any node but the head} (the worker's, with one)."""
+    head = head_node(details)
+    return {
+        app: [
+            str(r.get("replica_id"))
+            for r in replicas(details, app)
+            if r.get("state") == "RUNNING" and r.get("node_id") != head
+        ]
+        for app in apps
+    }
+
+
+def whole_without(details: Mapping[str, Any], gone: Mapping[str, Sequence[str]]) -> bool:
+    """Every app in `gone` RUNNING with all its target replicas, none of them a `gone` one."""
+    from mlray.output import replica_counts
+
+    for app, ids in gone.items():
+        application = (details.get("applications") or {}).get(app) or {}
+        ready, target = replica_counts(application)
+        running = running_identities(details, app)
+        if application.get("status") != "RUNNING" or ready < target or set(ids) & set(running):
+            return False
+    return True

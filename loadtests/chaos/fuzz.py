@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import requests
 from hypothesis import HealthCheck, Phase, given, settings
@@ -47,6 +48,7 @@ CONTENT_TYPES = [
     "text/csv; charset=latin-1",
 ]
 ENCODINGS = ["utf-8", "utf-16", "utf-32", "latin-1"]
+T = TypeVar("T")
 
 scalars = st.one_of(
     st.none(),
@@ -146,9 +148,15 @@ def send(session: requests.Session, url: str, req: FuzzRequest) -> int | None:
 
 
 def generate(count: int) -> list[FuzzRequest]:
-    """`count` requests drawn by Hypothesis (no shrinking, no example database: this is a
-    measurement; a 5xx is reported with its body, for a regression test)."""
-    drawn: list[FuzzRequest] = []
+    """`count` requests drawn by Hypothesis (a 5xx is reported with its body, for a
+    regression test)."""
+    return draw(fuzz_requests, count)
+
+
+def draw(strategy: st.SearchStrategy[T], count: int) -> list[T]:
+    """`count` examples of `strategy` (generation only: no shrinking, no example database,
+    since this is a measurement)."""
+    drawn: list[T] = []
 
     @settings(
         max_examples=count,
@@ -157,9 +165,9 @@ def generate(count: int) -> list[FuzzRequest]:
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(fuzz_requests)
-    def collect(req: FuzzRequest) -> None:
-        drawn.append(req)
+    @given(strategy)
+    def collect(example: T) -> None:
+        drawn.append(example)
 
     collect()
     return drawn

@@ -6,10 +6,18 @@ A figure that is missing fails its gate, so a scenario that silently did nothing
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from loadtests.chaos.scenarios import REPLICA_KILL_MAX_RECOVERY_S, REPLICA_KILL_MIN_SUCCESS
+from loadtests.chaos.scenarios import (
+    HEAD_RESTART_MAX_RECOVERY_S,
+    MLFLOW_OUTAGE_MAX_RECOVERY_S,
+    MLFLOW_OUTAGE_MIN_SUCCESS,
+    REPLICA_KILL_MAX_RECOVERY_S,
+    REPLICA_KILL_MIN_SUCCESS,
+    WORKER_KILL_MAX_RECOVERY_S,
+    WORKER_KILL_MIN_SUCCESS,
+)
 
 
 @dataclass(frozen=True)
@@ -119,3 +127,165 @@ def fuzz_requests(
         "0 failed"
     )
     return Outcome(not problems, None if not total else round(handled / total, 5), None, detail)
+
+
+def _not_back(apps: Sequence[str], served: Mapping[str, str]) -> list[str]:
+    return [f"{a}: {served.get(a, 'absent')}" for a in apps if served.get(a) != "RUNNING"]
+
+
+def head_restart_redeploy(
+    deploy_exit: int | None,
+    apps: Sequence[str],
+    served: Mapping[str, str],
+    wrong: Mapping[str, str],
+    recovery_s: float | None,
+    requests: int,
+    failures: int,
+) -> Outcome:
+    """`mlray deploy` after the restart brings every app back (RUNNING, the same predictions
+    as before) within HEAD_RESTART_MAX_RECOVERY_S of the restart. The traffic's success rate
+    over the window is reported, not gated: nothing serves while the head is down."""
+    problems = []
+    if deploy_exit != 0:
+        problems.append(f"got exit {deploy_exit} from `mlray deploy`; expected 0")
+    if not apps:
+        problems.append("got no app served before the restart; expected the registry's apps")
+    missing = _not_back(apps, served)
+    if missing:
+        problems.append(f"got {', '.join(missing)}; expected every app RUNNING again")
+    if wrong:
+        problems.append(
+            "got other answers than before the restart: "
+            + "; ".join(f"{a}: {why}" for a, why in sorted(wrong.items()))
+        )
+    if recovery_s is None or recovery_s > HEAD_RESTART_MAX_RECOVERY_S:
+        problems.append(
+            f"got {recovery_s} s from the restart to every app RUNNING; "
+            f"expected <= {HEAD_RESTART_MAX_RECOVERY_S} s"
+        )
+    detail = "; ".join(problems) or (
+        f"{len(apps)} apps RUNNING with the same predictions {recovery_s} s after the head's "
+        f"restart; traffic over the window: {requests} requests, {failures} failed"
+    )
+    return Outcome(not problems, rate(requests, failures), recovery_s, detail)
+
+
+def fuzz_tags(
+    exits: Mapping[int, int],
+    silent: Sequence[str],
+    bugs: Sequence[str],
+    cli: Sequence[tuple[int, str]],
+    fingerprints: tuple[str, str],
+    wanted: int,
+    cli_wanted: int,
+) -> Outcome:
+    """Every check ends in exit 0, or exit 2 with a message; none in a traceback; the
+    cluster's Serve config is the same before and after. `exits`/`silent`/`bugs`: the
+    in-process checks; `cli`: (exit code, output) of each real `mlray check`."""
+    checked = sum(exits.values()) + len(bugs)
+    others = {code: n for code, n in exits.items() if code not in (0, 2)}
+    cli_bad = [
+        f"exit {code}: {out.strip().splitlines()[-1:] or '(no output)'}"
+        for code, out in cli
+        if code not in (0, 2) or "Traceback" in out or (code == 2 and "mlray: error:" not in out)
+    ]
+    problems = []
+    if checked < wanted:
+        problems.append(f"got {checked} tag sets checked in-process; expected >= {wanted}")
+    if len(cli) < cli_wanted:
+        problems.append(f"got {len(cli)} `mlray check` runs; expected {cli_wanted}")
+    if bugs:
+        problems.append(f"got {len(bugs)} tracebacks; expected 0. First: {bugs[0][:1500]}")
+    if others:
+        problems.append(f"got exit codes {others}; expected 0 or 2 only")
+    if silent:
+        problems.append(f"got {len(silent)} errors without a message, e.g. tags {silent[0]}")
+    if cli_bad:
+        problems.append(f"got `mlray check` runs without a clean answer: {'; '.join(cli_bad)}")
+    if fingerprints[0] != fingerprints[1]:
+        problems.append("got a different Serve config after the checks; expected no change")
+    clean = checked - len(bugs) - sum(others.values()) - len(silent) + len(cli) - len(cli_bad)
+    total = checked + len(cli)
+    codes = ", ".join(f"{n}x exit {c}" for c, n in sorted(exits.items()))
+    cli_codes = ", ".join(str(code) for code, _ in cli)
+    detail = "; ".join(problems) or (
+        f"{checked} tag sets checked in-process ({codes}), {len(cli)} `mlray check` runs "
+        f"(exits {cli_codes}); no traceback; Serve config unchanged"
+    )
+    return Outcome(not problems, None if not total else round(clean / total, 5), None, detail)
+
+
+def mlflow_outage(
+    requests: int,
+    failures: int,
+    app: str,
+    status_text: str,
+    started_in_outage: bool,
+    recovery_s: float | None,
+) -> Outcome:
+    """The running replicas keep serving while MLflow is paused; the new replica waits, and
+    `mlray status` (text) says why, naming MLflow; once MLflow is back the app reaches its
+    new replica count by itself (`recovery_s`: from MLflow's return)."""
+    success = rate(requests, failures)
+    problems = []
+    if success is None or success < MLFLOW_OUTAGE_MIN_SUCCESS:
+        problems.append(
+            f"got success {success} ({failures} failed of {requests}); "
+            f"expected >= {MLFLOW_OUTAGE_MIN_SUCCESS}"
+        )
+    why = [ln for ln in status_text.splitlines() if ln.startswith(f"{app}:") and "MLflow" in ln]
+    if not why:
+        problems.append(f"got no line naming MLflow for {app} in `mlray status`; expected one")
+    if started_in_outage:
+        problems.append(
+            "got the new replica RUNNING while MLflow was paused; expected it to wait "
+            "(the fault missed: nothing had to load a model)"
+        )
+    if recovery_s is None or recovery_s > MLFLOW_OUTAGE_MAX_RECOVERY_S:
+        problems.append(
+            f"got {recovery_s} s from MLflow's return to the new replica RUNNING; "
+            f"expected <= {MLFLOW_OUTAGE_MAX_RECOVERY_S} s without any command"
+        )
+    detail = "; ".join(problems) or (
+        f"{requests} requests, {failures} failed; status said: {why[0][:200]!r}; new replica "
+        f"RUNNING {recovery_s} s after MLflow's return"
+    )
+    return Outcome(not problems, success, recovery_s, detail)
+
+
+def worker_kill(
+    requests: int,
+    failures: int,
+    retried: int,
+    moved: int,
+    recovery_s: float | None,
+    nodes_alive: int,
+    nodes_wanted: int,
+) -> Outcome:
+    """Success as the client sees it (it retries a connection error or a 5xx: scoring is
+    idempotent); every app RUNNING without the worker's replicas within
+    WORKER_KILL_MAX_RECOVERY_S; the worker a Ray node again once its container is started.
+    `moved`: replicas that were on the worker (0: the fault hit no replica)."""
+    success = rate(requests, failures)
+    problems = []
+    if success is None or success < WORKER_KILL_MIN_SUCCESS:
+        problems.append(
+            f"got success {success} ({failures} failed of {requests} after retries); "
+            f"expected >= {WORKER_KILL_MIN_SUCCESS}"
+        )
+    if not moved:
+        problems.append("got no replica on the worker before the kill; expected one at least")
+    if recovery_s is None or recovery_s > WORKER_KILL_MAX_RECOVERY_S:
+        problems.append(
+            f"got {recovery_s} s until every app ran without the worker; "
+            f"expected <= {WORKER_KILL_MAX_RECOVERY_S} s"
+        )
+    if nodes_alive != nodes_wanted:
+        problems.append(
+            f"got {nodes_alive} alive Ray nodes after the restart; expected {nodes_wanted}"
+        )
+    detail = "; ".join(problems) or (
+        f"{requests} requests, {failures} failed after {retried} retries; {moved} replicas "
+        f"replaced, every app RUNNING {recovery_s} s after the kill; worker rejoined"
+    )
+    return Outcome(not problems, success, recovery_s, detail)

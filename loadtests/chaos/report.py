@@ -63,12 +63,12 @@ def plot(
 
 
 def table(outcomes: Mapping[str, Outcome], seconds: Mapping[str, float]) -> str:
-    lines = [f"{'scenario':<18} {'result':<6} {'success':>8} {'recovery':>9} {'took':>6}"]
+    lines = [f"{'scenario':<22} {'result':<6} {'success':>8} {'recovery':>9} {'took':>6}"]
     for name, o in outcomes.items():
         success = "n/a" if o.success_rate is None else f"{o.success_rate:.2%}"
         recovery = "n/a" if o.recovery_s is None else f"{o.recovery_s:.1f} s"
         lines.append(
-            f"{name:<18} {'PASS' if o.passed else 'FAIL':<6} {success:>8} "
+            f"{name:<22} {'PASS' if o.passed else 'FAIL':<6} {success:>8} "
             f"{recovery:>9} {seconds.get(name, 0):>5.0f}s"
         )
         lines.append(f"    {o.detail}")

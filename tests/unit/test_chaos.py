@@ -6,14 +6,20 @@ fail on its own figure, so a scenario that did nothing cannot pass.
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from pathlib import Path
 
-from loadtests.chaos import faults, fuzz, gates, report
-from loadtests.chaos.scenarios import NAMES, PROFILES
+from loadtests.chaos import faults, fuzz, gates, report, tagfuzz
+from loadtests.chaos.cli import HANDLERS, parse_args
+from loadtests.chaos.scenarios import NAMES, PROFILES, SHORT
 from loadtests.observe import Sample
 from loadtests.runner import RunResult
+from mlray import deploy
+from mlray.config import MlrayConfig
+from mlray.errors import ClusterError, TagError
+from mlray.ray_api import ClusterFacts
 
 
 def test_replica_kill_holds_at_the_issues_thresholds_and_fails_past_either():
@@ -84,8 +90,17 @@ def test_the_fuzz_generator_sends_the_requested_count_of_varied_requests(monkeyp
 
 
 def test_profiles_cover_the_issue_and_the_short_one_fits_ci():
-    assert NAMES == ("replica_kill", "concurrent_deploy", "fuzz_requests")
-    assert all(p.fuzz_requests >= 2000 for p in PROFILES.values())
+    assert set(NAMES) == {
+        "replica_kill", "concurrent_deploy", "fuzz_requests", "head_restart_redeploy", "fuzz_tags",
+        "mlflow_outage", "worker_kill",
+    }  # fmt: skip
+    # CI's short profile runs the quick ones unless scenarios are named
+    assert SHORT == ("replica_kill", "concurrent_deploy", "fuzz_requests")
+    assert parse_args(["--profile", "short"]).scenario == list(SHORT)
+    assert parse_args([]).scenario == list(NAMES)
+    assert parse_args(["--profile", "short", "--scenario", NAMES[-1]]).scenario == [NAMES[-1]]
+    assert set(HANDLERS) == set(NAMES)
+    assert all(p.fuzz_requests >= 2000 and p.fuzz_tags >= 500 for p in PROFILES.values())
     short = PROFILES["short"]
     assert short.load_s * 2 + short.race_load_s <= 240  # + set-up: the ~6 min CI budget
 
@@ -105,3 +120,180 @@ def test_the_report_writes_chaos_json_in_the_issues_shape_and_a_png(tmp_path: Pa
     png = report.plot(tmp_path, "replica_kill", run, samples, {"SIGKILL": 103.0})
     assert png.stat().st_size > 10_000
     assert "replica_kill" in report.table(outcomes, {"replica_kill": 40})
+
+
+def test_head_restart_redeploy_gates_recovery_and_answers_not_the_outages_traffic():
+    apps = ["iris-a", "iris-b"]
+    ok = gates.head_restart_redeploy(0, apps, dict.fromkeys(apps, "RUNNING"), {}, 95.0, 900, 600)
+    assert ok.passed and ok.success_rate == 0.33333 and ok.recovery_s == 95.0
+    slow = gates.head_restart_redeploy(0, apps, dict.fromkeys(apps, "RUNNING"), {}, 181.0, 9, 0)
+    assert not slow.passed and "181.0 s" in slow.detail
+    lost = gates.head_restart_redeploy(0, apps, {"iris-a": "RUNNING"}, {}, 95.0, 9, 0)
+    assert not lost.passed and "iris-b: absent" in lost.detail
+    wrong = gates.head_restart_redeploy(
+        0, apps, dict.fromkeys(apps, "RUNNING"), {"iris-b": "[0] -> HTTP 500"}, 95.0, 9, 0
+    )
+    assert not wrong.passed and "iris-b: [0] -> HTTP 500" in wrong.detail
+    assert not gates.head_restart_redeploy(
+        1, apps, dict.fromkeys(apps, "RUNNING"), {}, 9, 9, 0
+    ).passed
+    assert not gates.head_restart_redeploy(0, [], {}, {}, 9.0, 9, 0).passed
+    assert not gates.head_restart_redeploy(0, apps, {}, {}, None, 9, 0).passed
+
+
+def test_tag_fuzz_sorts_success_user_errors_and_bugs():
+    def check(tags):
+        if tags.get("k") == "bug":
+            raise KeyError("k")
+        if tags.get("k") == "bad":
+            raise TagError([])
+        if tags.get("k") == "quiet":
+            raise ClusterError("")
+
+    found = tagfuzz.run(check, [{"k": "ok"}, {"k": "bad"}, {"k": "bug"}, {"k": "quiet"}])
+    assert found.exits == Counter({0: 1, 2: 1, 1: 1}) and found.total == 4
+    assert len(found.bugs) == 1 and "KeyError" in found.bugs[0] and '"k": "bug"' in found.bugs[0]
+    assert found.silent == ['{"k": "quiet"}']
+    sets = tagfuzz.generate(60)
+    assert len(sets) == 60 and all(isinstance(v, str) for t in sets for v in t.values())
+    assert any(t.get("ray.name") == tagfuzz.FUZZ_APP for t in sets)
+
+
+def test_mlrays_check_answers_generated_tag_sets_with_exit_0_or_2_never_a_traceback(monkeypatch):
+    """The in-process half of fuzz_tags, offline: the real check from the tags on, with the
+    registry and the dashboard as fakes (tests/unit/test_export.py)."""
+    from dataclasses import replace
+
+    from tests.unit import test_export as fakes
+
+    class Cluster(fakes.EmptyCluster):
+        def haproxy_actors(self):
+            return []
+
+        def autoscaler(self):
+            return False
+
+    class Registry(fakes.FakeRegistry):
+        tags: dict[str, str] = {}
+
+        def selected(self, selection):
+            return [replace(fakes.MODELS[0], tags=dict(self.tags)), *fakes.MODELS[1:]], []
+
+    monkeypatch.setattr(deploy, "RayDashboard", Cluster)
+    cfg = MlrayConfig.model_validate({
+        "mlflow": {"tracking_uri": "http://127.0.0.1:5000"},
+        "clusters": {"py311": {"dashboard_url": "http://d:8265", "serve_url": "http://s:8000",
+                               "python": "3.11"}},
+    })  # fmt: skip
+    registry = Registry("http://127.0.0.1:5000")
+    facts = ClusterFacts("3.11.7", "x86_64", "Linux", "glibc-2.36", "2.60.0")
+    opts = deploy.Options(preflight=False)
+
+    def check(tags):
+        registry.tags = dict(tags)
+        deploy.check(cfg, "py311", opts, deploy.Console(io.StringIO()), facts, registry)
+
+    found = tagfuzz.run(check, tagfuzz.generate(150))
+    assert found.bugs == [] and found.silent == []
+    assert set(found.exits) <= {0, 2} and found.exits[0] and found.exits[2]
+    assert gates.fuzz_tags(found.exits, [], [], [(0, "OK")], ("a", "a"), 150, 1).passed
+
+
+def test_fuzz_tags_gate():
+    ok = gates.fuzz_tags(
+        Counter({0: 100, 2: 400}), [], [], [(2, "mlray: error: 1 tag problem"), (0, "OK")],
+        ("f", "f"), 500, 2,
+    )  # fmt: skip
+    assert ok.passed and ok.success_rate == 1.0 and "500 tag sets" in ok.detail
+    bad = [
+        gates.fuzz_tags(Counter({0: 499}), [], [], [(0, "")] * 2, ("f", "f"), 500, 2),
+        gates.fuzz_tags(Counter({0: 500}), [], ["{} Traceback"], [(0, "")] * 2, ("f", "f"), 500, 2),
+        gates.fuzz_tags(Counter({0: 499, 1: 1}), [], [], [(0, "")] * 2, ("f", "f"), 500, 2),
+        gates.fuzz_tags(Counter({2: 500}), ["{}"], [], [(0, "")] * 2, ("f", "f"), 500, 2),
+        gates.fuzz_tags(Counter({0: 500}), [], [], [(1, "Traceback")] * 2, ("f", "f"), 500, 2),
+        gates.fuzz_tags(Counter({0: 500}), [], [], [(2, "no message")] * 2, ("f", "f"), 500, 2),
+        gates.fuzz_tags(Counter({0: 500}), [], [], [(0, "")], ("f", "f"), 500, 2),
+        gates.fuzz_tags(Counter({0: 500}), [], [], [(0, "")] * 2, ("f", "g"), 500, 2),
+    ]
+    assert not any(o.passed for o in bad)
+    assert bad[2].success_rate == round(501 / 502, 5)
+
+
+def test_with_replicas_scales_one_app_and_keeps_the_rest_as_it_runs():
+    app = {"name": "a", "route_prefix": "/a", "deployments": [{"name": "M", "num_replicas": 2}]}
+    other = {"name": "b", "route_prefix": "/b", "deployments": [{"name": "M", "num_replicas": 1}]}
+    details = {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": 8000, "root_url": "http://x"},
+        "applications": {
+            "a": {"deployed_app_config": app},
+            "b": {"deployed_app_config": other},
+            "gone": {"status": "DELETING"},
+        },
+    }
+    config = faults.with_replicas(details, "a", 3)
+    assert config["applications"] == [
+        {**app, "deployments": [{"name": "M", "num_replicas": 3}]},
+        other,
+    ]
+    assert config["http_options"] == {"host": "0.0.0.0", "port": 8000}
+    assert config["proxy_location"] == "EveryNode"
+    assert app["deployments"][0]["num_replicas"] == 2  # the details are not changed
+
+
+def test_mlflow_outage_gate():
+    said = (
+        "APP ...\niris-chaos: cannot reach MLflow at http://m (ReadTimeout) (from this host): ..."
+    )
+    ok = gates.mlflow_outage(5000, 3, "iris-chaos", said, False, 12.0)
+    assert ok.passed and ok.recovery_s == 12.0 and "cannot reach MLflow" in ok.detail
+    assert not gates.mlflow_outage(5000, 60, "iris-chaos", said, False, 12.0).passed
+    assert not gates.mlflow_outage(5000, 3, "iris-chaos", "iris-chaos: slow init", False, 9).passed
+    missed = gates.mlflow_outage(5000, 3, "iris-chaos", said, True, 12.0)
+    assert not missed.passed and "the fault missed" in missed.detail
+    assert not gates.mlflow_outage(5000, 3, "iris-chaos", said, False, None).passed
+    assert not gates.mlflow_outage(5000, 3, "iris-chaos", said, False, 121.0).passed
+    assert not gates.mlflow_outage(0, 0, "iris-chaos", said, False, 1.0).passed
+
+
+def _app(status, target, *replicas):
+    return {
+        "status": status,
+        "deployments": {"M": {"target_num_replicas": target, "replicas": [
+            {"replica_id": rid, "state": state, "node_id": node, "actor_id": "a", "pid": 1}
+            for rid, state, node in replicas
+        ]}},
+    }  # fmt: skip
+
+
+def test_worker_kill_finds_the_workers_replicas_and_when_the_apps_are_whole_without_them():
+    before = {
+        "controller_info": {"node_id": "head"},
+        "applications": {
+            "a": _app("RUNNING", 2, ("a1", "RUNNING", "head"), ("a2", "RUNNING", "w")),
+            "b": _app("RUNNING", 1, ("b1", "RUNNING", "head")),
+        },
+    }
+    gone = faults.replicas_on_other_nodes(before, ["a", "b"])
+    assert gone == {"a": ["a2"], "b": []}
+    assert not faults.whole_without(before, gone)  # Ray has not noticed yet
+    noticed = {**before, "applications": {
+        "a": _app("RUNNING", 2, ("a1", "RUNNING", "head"), ("a3", "STARTING", "head")),
+        "b": before["applications"]["b"]}}  # fmt: skip
+    assert not faults.whole_without(noticed, gone)
+    whole = {**before, "applications": {
+        "a": _app("RUNNING", 2, ("a1", "RUNNING", "head"), ("a3", "RUNNING", "head")),
+        "b": before["applications"]["b"]}}  # fmt: skip
+    assert faults.whole_without(whole, gone)
+    whole["applications"]["b"]["status"] = "DEPLOYING"
+    assert not faults.whole_without(whole, gone)
+
+
+def test_worker_kill_gate():
+    ok = gates.worker_kill(5000, 10, 40, 2, 35.0, 2, 2)
+    assert ok.passed and ok.success_rate == 0.998 and "after 40 retries" in ok.detail
+    assert not gates.worker_kill(5000, 60, 40, 2, 35.0, 2, 2).passed
+    assert not gates.worker_kill(5000, 10, 40, 0, 35.0, 2, 2).passed  # no replica was hit
+    assert not gates.worker_kill(5000, 10, 40, 2, 61.0, 2, 2).passed
+    assert not gates.worker_kill(5000, 10, 40, 2, None, 2, 2).passed
+    assert not gates.worker_kill(5000, 10, 40, 2, 35.0, 1, 2).passed

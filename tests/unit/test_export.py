@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from mlray import cli, deploy, export, preflight
+from mlray import cli, deploy, errors, export, preflight
 from mlray.ray_api import ClusterFacts
 from mlray.registry import ModelVersionInfo
 
@@ -155,3 +155,45 @@ def test_output_file_takes_the_manifest_and_stdout_stays_empty(world, capsys, tm
     assert f"Wrote {target}" in err
     code, _, err = run(capsys, "export", path, "py311", "--no-preflight", "-o", str(tmp_path))
     assert code == 2 and "cannot write the manifest to" in err
+
+
+def test_check_reuses_an_earlier_probe_and_registry_and_still_checks_them(world, monkeypatch):
+    """The seam of the chaos suite's fuzz_tags: many checks, one probe (a Ray job of seconds)
+    and one registry; the probed facts still have to agree with the config."""
+    path, _ = world
+    probes = []
+
+    class Cluster(EmptyCluster):
+        def probe(self):
+            probes.append(1)
+            return super().probe()
+
+        def haproxy_actors(self):
+            return []
+
+    class Once(FakeRegistry):
+        made = 0
+
+        def __init__(self, tracking_uri):
+            super().__init__(tracking_uri)
+            Once.made += 1
+
+    monkeypatch.setattr(deploy, "RayDashboard", Cluster)
+    monkeypatch.setattr(deploy, "Registry", Once)
+    cfg = cli.load_config(path)
+    opts = deploy.Options(preflight=False)
+    facts = ClusterFacts("3.11.7", "x86_64", "Linux", "glibc-2.36", "2.60.0")
+    registry = Once("http://127.0.0.1:5000")
+    quiet = deploy.Console(quiet=True)
+    for _ in range(3):
+        report = deploy.check(cfg, "py311", opts, quiet, probed=facts, registry=registry)
+        assert [r.model.name for r in report.assessment.ready] == [
+            "iris-a.staging",
+            "iris-b.staging",
+        ]
+    assert (probes, Once.made) == ([], 1)
+    deploy.check(cfg, "py311", opts, quiet)  # without them: a probe and a registry of its own
+    assert (probes, Once.made) == ([1], 2)
+    py313 = ClusterFacts("3.13.1", "x86_64", "Linux", "glibc-2.36", "2.60.0")
+    with pytest.raises(errors.ConfigError, match=r"live cluster runs Python 3\.13\.1"):
+        deploy.check(cfg, "py311", opts, quiet, probed=py313, registry=registry)

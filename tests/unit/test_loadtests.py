@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import gates, goals, report
+from loadtests import gates, goals, report, runner
 from loadtests.observe import Sample, histogram_delta, mean_batch_size, replica_counts, scaling
 from loadtests.runner import RunResult, parse_failures, parse_history, parse_stats
 from loadtests.scenarios import (
@@ -204,6 +204,22 @@ def test_locust_csv_files_are_read_into_figures(tmp_path: Path):
     assert history[0]["p50_ms"] is None and history[2]["p99_ms"] == 30.0
     assert parse_failures(tmp_path / "r_failures.csv") == ["2x HTTP 400", "1x x"]
     assert parse_history(tmp_path / "absent.csv") == []
+
+
+def test_retried_attempts_are_counted_apart_so_the_figures_are_what_the_client_saw(
+    tmp_path: Path,
+):
+    """8 attempts failed and were retried (all 8 retries answered); 2 requests failed in the
+    end: the client sent 300 requests and saw 2 fail."""
+    rows = (
+        STATS.replace(",Aggregated,300,2,", ",Aggregated,308,10,")
+        + "POST,invocations (retried),8,8,12,13.5,3.1,80.2,30.0,1.0,1.0,12,13,14,15,20,30,40,60,80,80,80\n"
+    )
+    (tmp_path / "r_stats.csv").write_text(rows)
+    result = parse_stats(tmp_path / "r_stats.csv", Run("r", "app", (Stage(20, 24),)), "u", 21.3)
+    assert (result.requests, result.failures, result.retried) == (300, 2, 8)
+    locustfile = (Path(runner.__file__).with_name("locustfile.py")).read_text()
+    assert f'RETRIED = "{runner.RETRIED}"' in locustfile
 
 
 def _result(key: str, target: str, users: int, rps: float, p50: float) -> RunResult:

@@ -288,3 +288,47 @@ def test_dry_run_output_masks_secret_env_vars_and_url_credentials():
     assert inner["env_vars"] == {"HF_TOKEN": "***"} and masked == 4
     assert "hunter2" not in json.dumps(shown)
     assert app["runtime_env"]["env_vars"]["DB_PASSWORD"] == "pw"  # the input is untouched
+
+
+def test_status_says_why_an_app_is_short_of_replicas_and_names_an_mlflow_outage(
+    monkeypatch, capsys
+):
+    """chaos mlflow_outage: a new replica waits for MLflow to load its model, and Ray says
+    only that it is slow to initialize. The text status printed no message at all."""
+    from mlray import deploy
+    from mlray.config import load_config
+
+    cfg = load_config(CONFIG)
+    asked = []
+
+    def down(uri, timeout=5.0):
+        asked.append(uri)
+        return f"cannot reach MLflow at {uri} (ReadTimeout)"
+
+    monkeypatch.setattr(deploy, "mlflow_problem", down)
+    recs = {r.name: r for r in deploy.with_mlflow_hint(app_records(details(), SERVE), cfg)}
+    assert asked == [cfg.tracking_uri]
+    assert recs["iris"].message == (
+        f"cannot reach MLflow at {cfg.tracking_uri} (ReadTimeout) (from this host): a replica "
+        "that starts now loads its model from MLflow, so it waits until MLflow answers"
+        " | MlflowModel: scaling up"
+    )
+    assert recs["theirs"].message == "boom"  # not mlray's: it may not load from MLflow
+    monkeypatch.setattr(deploy, "mlflow_problem", lambda uri, timeout=5.0: None)
+    assert deploy.with_mlflow_hint(app_records(details(), SERVE), cfg) == app_records(
+        details(), SERVE
+    )
+    whole = details()
+    whole["applications"]["iris"]["deployments"]["MlflowModel"]["target_num_replicas"] = 1
+    asked.clear()
+    monkeypatch.setattr(deploy, "mlflow_problem", down)
+    deploy.with_mlflow_hint(app_records(whole, SERVE), cfg)
+    assert asked == []  # every app whole: MLflow is not asked
+
+    monkeypatch.setattr(
+        cli, "status_records", lambda cfg, c: ("proxy", app_records(details(), SERVE, "proxy"))
+    )
+    assert cli.main(["status", CONFIG, "py311", "-q"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "iris: MlflowModel: scaling up" in out and "theirs: boom" in out
+    assert not any(line.startswith("by-plugin:") for line in out)
