@@ -236,7 +236,6 @@ class Session:
         with Sampler(None, None) as sampler:
             for run in scenario.runs:
                 self.execute(run, sampler)
-        report.plot_peers(self.out_dir, self.results)
 
     def untuned(self, scenario: Scenario) -> None:
         """Its replicas follow the load with Ray's default downscale delay (10 min): undeploy
@@ -350,6 +349,7 @@ def run_all(args: argparse.Namespace) -> int:
     session.summary["apps"] = goals_mod.by_level(session.results, tuple(a.key for a in LOAD_APPS))
     session.summary["peers"] = goals_mod.by_level(session.results, PEERS)
     session.summary["goals"] = [g.as_dict() for g in goals_mod.evaluate(session.summary)]
+    report.plot_peers(out_dir, session.results)  # every app and peer, the untuned app included
     timings["total"] = round(time.monotonic() - started, 1)
     verdicts = gates_mod.evaluate(session.summary)
     session.summary["gates"] = [g.as_dict() for g in verdicts]

@@ -59,7 +59,7 @@ def test_lean_idle_is_the_default_and_puts_rays_own_settings_on_every_node(tmp_p
     assert lean.spec.idle == "lean"
     env = lean._ray_env(Trust(None, {}))
     assert LEAN_IDLE_ENV.items() <= env.items()
-    assert all(key.startswith(("RAY_", "REPORTER_")) for key in LEAN_IDLE_ENV)
+    assert all(key.startswith(("RAY_", "REPORTER_", "LOG_NAME_")) for key in LEAN_IDLE_ENV)
     monkeypatch.setenv("MLRAY_TESTBED_IDLE", "default")
     plain = Testbed(load_spec(_write(tmp_path)))
     assert not LEAN_IDLE_ENV.keys() & plain._ray_env(Trust(None, {})).keys()
