@@ -47,19 +47,27 @@ def rate(requests: int, failures: int) -> float | None:
     return None if requests <= 0 else round(1 - failures / requests, 5)
 
 
+def _low_success(success: float | None, requests: int, failures: int, floor: float,
+                 how: str = "") -> list[str]:  # fmt: skip
+    """The success-rate problem of a scenario, if any (`how`: e.g. " after retries")."""
+    if success is not None and success >= floor:
+        return []
+    return [f"got success {success} ({failures} failed of {requests}{how}); expected >= {floor}"]
+
+
+def _slow_recovery(recovery_s: float | None, limit: float, what: str, tail: str = "") -> list[str]:
+    """The recovery-time problem of a scenario, if any: `what` it took `recovery_s` for."""
+    if recovery_s is not None and recovery_s <= limit:
+        return []
+    return [f"got {recovery_s} s {what}; expected <= {limit} s{tail}"]
+
+
 def replica_kill(requests: int, failures: int, recovery_s: float | None) -> Outcome:
     success = rate(requests, failures)
-    problems = []
-    if success is None or success < REPLICA_KILL_MIN_SUCCESS:
-        problems.append(
-            f"got success {success} ({failures} failed of {requests}); "
-            f"expected >= {REPLICA_KILL_MIN_SUCCESS}"
-        )
-    if recovery_s is None or recovery_s > REPLICA_KILL_MAX_RECOVERY_S:
-        problems.append(
-            f"got {recovery_s} s until the replacement replica was RUNNING; "
-            f"expected <= {REPLICA_KILL_MAX_RECOVERY_S} s"
-        )
+    problems = _low_success(success, requests, failures, REPLICA_KILL_MIN_SUCCESS)
+    problems += _slow_recovery(
+        recovery_s, REPLICA_KILL_MAX_RECOVERY_S, "until the replacement replica was RUNNING"
+    )
     detail = "; ".join(problems) or (
         f"{requests} requests, {failures} failed; replacement RUNNING {recovery_s} s after SIGKILL"
     )
@@ -158,11 +166,9 @@ def head_restart_redeploy(
             "got other answers than before the restart: "
             + "; ".join(f"{a}: {why}" for a, why in sorted(wrong.items()))
         )
-    if recovery_s is None or recovery_s > HEAD_RESTART_MAX_RECOVERY_S:
-        problems.append(
-            f"got {recovery_s} s from the restart to every app RUNNING; "
-            f"expected <= {HEAD_RESTART_MAX_RECOVERY_S} s"
-        )
+    problems += _slow_recovery(
+        recovery_s, HEAD_RESTART_MAX_RECOVERY_S, "from the restart to every app RUNNING"
+    )
     detail = "; ".join(problems) or (
         f"{len(apps)} apps RUNNING with the same predictions {recovery_s} s after the head's "
         f"restart; traffic over the window: {requests} requests, {failures} failed"
@@ -227,12 +233,7 @@ def mlflow_outage(
     `mlray status` (text) says why, naming MLflow; once MLflow is back the app reaches its
     new replica count by itself (`recovery_s`: from MLflow's return)."""
     success = rate(requests, failures)
-    problems = []
-    if success is None or success < MLFLOW_OUTAGE_MIN_SUCCESS:
-        problems.append(
-            f"got success {success} ({failures} failed of {requests}); "
-            f"expected >= {MLFLOW_OUTAGE_MIN_SUCCESS}"
-        )
+    problems = _low_success(success, requests, failures, MLFLOW_OUTAGE_MIN_SUCCESS)
     why = [ln for ln in status_text.splitlines() if ln.startswith(f"{app}:") and "MLflow" in ln]
     if not why:
         problems.append(f"got no line naming MLflow for {app} in `mlray status`; expected one")
@@ -241,11 +242,12 @@ def mlflow_outage(
             "got the new replica RUNNING while MLflow was paused; expected it to wait "
             "(the fault missed: nothing had to load a model)"
         )
-    if recovery_s is None or recovery_s > MLFLOW_OUTAGE_MAX_RECOVERY_S:
-        problems.append(
-            f"got {recovery_s} s from MLflow's return to the new replica RUNNING; "
-            f"expected <= {MLFLOW_OUTAGE_MAX_RECOVERY_S} s without any command"
-        )
+    problems += _slow_recovery(
+        recovery_s,
+        MLFLOW_OUTAGE_MAX_RECOVERY_S,
+        "from MLflow's return to the new replica RUNNING",
+        " without any command",
+    )
     detail = "; ".join(problems) or (
         f"{requests} requests, {failures} failed; status said: {why[0][:200]!r}; new replica "
         f"RUNNING {recovery_s} s after MLflow's return"
@@ -267,19 +269,12 @@ def worker_kill(
     WORKER_KILL_MAX_RECOVERY_S; the worker a Ray node again once its container is started.
     `moved`: replicas that were on the worker (0: the fault hit no replica)."""
     success = rate(requests, failures)
-    problems = []
-    if success is None or success < WORKER_KILL_MIN_SUCCESS:
-        problems.append(
-            f"got success {success} ({failures} failed of {requests} after retries); "
-            f"expected >= {WORKER_KILL_MIN_SUCCESS}"
-        )
+    problems = _low_success(success, requests, failures, WORKER_KILL_MIN_SUCCESS, " after retries")
     if not moved:
         problems.append("got no replica on the worker before the kill; expected one at least")
-    if recovery_s is None or recovery_s > WORKER_KILL_MAX_RECOVERY_S:
-        problems.append(
-            f"got {recovery_s} s until every app ran without the worker; "
-            f"expected <= {WORKER_KILL_MAX_RECOVERY_S} s"
-        )
+    problems += _slow_recovery(
+        recovery_s, WORKER_KILL_MAX_RECOVERY_S, "until every app ran without the worker"
+    )
     if nodes_alive != nodes_wanted:
         problems.append(
             f"got {nodes_alive} alive Ray nodes after the restart; expected {nodes_wanted}"
