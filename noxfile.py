@@ -137,8 +137,9 @@ def load(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def chaos(session: nox.Session) -> None:
-    """Faults under steady load on a running testbed: replica kill, concurrent deploys, fuzzed
-    requests; gates. Options after `--`: --profile short|full, --scenario NAME (repeatable).
+    """Faults under steady load on a running testbed: replica, worker and head failures (with
+    and without GCS fault tolerance), MLflow outage, concurrent deploys, fuzzed requests and
+    tags; gates. Options after `--`: --profile short|full, --scenario NAME (repeatable).
     Report: reports/<timestamp>/chaos.json and one PNG per scenario. See docs/reliability.md.
     """
     _install(session, "chaos")

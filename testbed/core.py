@@ -25,13 +25,18 @@ import yaml
 
 from testbed import doctor, engine, images, nodes
 from testbed.errors import TestbedError
-from testbed.spec import LABEL, TestbedSpec, load_spec
+from testbed.spec import GCS_FT_MODES, LABEL, TestbedSpec, load_spec
 from testbed.trust import Trust, resolve
 
 RAY_GCS_PORT = 6379
 DASHBOARD_PORT = 8265
 SERVE_PORT = 8000
 MLFLOW_PORT = 5000
+REDIS_PORT = 6379
+GCS_FT_LABEL = "io.mlray.testbed.gcs-ft"
+# With fault tolerance, how long a worker's raylet keeps trying to reach a restarted head's
+# GCS before it exits (Ray's default 60 s; a head restart on a busy 2-core host takes ~20 s).
+GCS_RECONNECT_TIMEOUT_S = 300
 PIP_CACHE_PATH = "/root/.cache/pip"
 SPEC_LABEL = "io.mlray.testbed.spec"
 # `idle: lean` (the default): Ray's and Serve's own settings, read at `ray start`, that make an
@@ -68,6 +73,8 @@ class ClusterInfo:
     workers: tuple[str, ...]
     dashboard_url: str
     serve_url: str
+    worker_serve_urls: tuple[str, ...] = ()
+    gcs_ft: str = "none"
 
 
 class Testbed:
@@ -201,6 +208,81 @@ class Testbed:
                 engine.run_podman("start", name, timeout=300)
         return self._cluster_back(python)
 
+    def restart_head(self, python: str) -> dict[str, float]:
+        """Restart only the head container (its GCS, dashboard and Serve controller) and
+        wait until every node is alive again; seconds to stop, to start, and until every node
+        was alive. With `gcs_ft: redis` the workers keep running and rejoin; without it they
+        are left without a cluster."""
+        self.prepare()
+        head = self.spec.head_container(python)
+        started = time.monotonic()
+        engine.run_podman("stop", "--time", str(STOP_TIMEOUT), head, timeout=300)
+        stopped = time.monotonic()
+        engine.run_podman("start", head, timeout=300)
+        running = time.monotonic()
+        self._cluster_back(python)
+        return {
+            "stop_s": round(stopped - started, 1),
+            "start_s": round(running - stopped, 1),
+            "nodes_alive_s": round(time.monotonic() - started, 1),
+        }
+
+    def cluster(self, python: str) -> ClusterInfo:
+        """A running cluster's addresses, read from its containers once every node is alive."""
+        self.prepare()
+        return self.clusters.get(self.spec.cluster_name(python)) or self._cluster_back(python)
+
+    def gcs_ft_of(self, python: str) -> str:
+        """The GCS mode the cluster's running head was started with (none | redis)."""
+        self.prepare()
+        head = engine.docker_client().containers.get(self.spec.head_container(python))
+        return str(head.labels.get(GCS_FT_LABEL, "none"))
+
+    def recreate_cluster(self, python: str, gcs_ft: str) -> ClusterInfo:
+        """Replace a cluster's containers by new ones in the given GCS mode (an empty
+        cluster: deploy again). Same names and host ports; the other clusters, MLflow and
+        the registry are untouched. `up` recreates a cluster whose mode differs from the
+        testbed file's."""
+        if gcs_ft not in GCS_FT_MODES:
+            raise TestbedError(f"got gcs_ft={gcs_ft!r}; expected one of {GCS_FT_MODES}")
+        trust = self.prepare()
+        head = engine.docker_client().containers.get(self.spec.head_container(python))
+        fingerprint = head.labels[SPEC_LABEL]
+        ports = {port: _published(head.name, port) for port in (DASHBOARD_PORT, SERVE_PORT)}
+        names = self._cluster_containers(python)
+        worker_ports = {
+            name: _published(name, SERVE_PORT) for name in names[1:]
+            if nodes.container_status(name) == "running"
+        }  # fmt: skip
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            list(pool.map(lambda n: nodes.remove(n, grace_s=STOP_TIMEOUT), names))
+        if gcs_ft == "redis":
+            self._ensure_redis(trust, fingerprint)
+        image = images.ray_tag(python)
+        self._start_cluster_nodes(python, image, trust, fingerprint, gcs_ft, ports, worker_ports)
+        return self._cluster_back(python)
+
+    def _ensure_redis(self, trust: Trust, fingerprint: str) -> None:
+        name = self.spec.redis_container
+        if nodes.container_status(name) == "running":
+            return
+        nodes.remove(name)
+        image = images.build_redis(self.spec, trust)
+        nodes.start(
+            nodes.ContainerSpec(
+                name=name,
+                image=image,
+                command=[],
+                labels=self._labels(fingerprint, **{"io.mlray.testbed.role": "redis"}),
+                network=self.spec.network,
+                memory="512m",
+            )
+        )
+        nodes.wait_until(
+            name, lambda: _redis_pings(name), "Redis PING answer",
+            self.spec.ready_timeout, self.spec.logs_dir,
+        )  # fmt: skip
+
     def _cluster_containers(self, python: str) -> list[str]:
         head = self.spec.head_container(python)
         return [head, *(self.spec.worker_container(python, i)
@@ -262,15 +344,40 @@ class Testbed:
         """Heads one at a time (Ray gives a starting node only 30 s to register, which a busy
         2-core host can miss), then all workers; MLflow starts alongside the first head."""
         nodes.start(self._mlflow_spec(image_set.mlflow, fingerprint))
+        if self.spec.gcs_ft == "redis":
+            self._ensure_redis(trust, fingerprint)
         for python in self.spec.python:
-            nodes.start(self._head_spec(python, image_set.ray[python], trust, fingerprint))
+            nodes.start(
+                self._head_spec(python, image_set.ray[python], trust, fingerprint, self.spec.gcs_ft)
+            )
             self._wait_dashboard(self.spec.head_container(python))
         self._check_dns(self.spec.head_container(self.spec.python[0]))
         for python in self.spec.python:
             for index in range(1, self.spec.workers + 1):
                 nodes.start(
-                    self._worker_spec(python, index, image_set.ray[python], trust, fingerprint)
+                    self._worker_spec(
+                        python, index, image_set.ray[python], trust, fingerprint, self.spec.gcs_ft
+                    )
                 )
+
+    def _start_cluster_nodes(
+        self,
+        python: str,
+        image: str,
+        trust: Trust,
+        fingerprint: str,
+        gcs_ft: str,
+        ports: dict[int, int],
+        worker_ports: dict[str, int],
+    ) -> None:
+        head = self._head_spec(python, image, trust, fingerprint, gcs_ft)
+        head.ports = ports
+        nodes.start(head)
+        self._wait_dashboard(head.name)
+        for index in range(1, self.spec.workers + 1):
+            worker = self._worker_spec(python, index, image, trust, fingerprint, gcs_ft)
+            worker.ports = {SERVE_PORT: worker_ports.get(worker.name, 0)}
+            nodes.start(worker)
 
     def _mlflow_spec(self, image: str, fingerprint: str) -> nodes.ContainerSpec:
         name = self.spec.mlflow_container
@@ -316,7 +423,14 @@ class Testbed:
         ]
 
     def _node_spec(
-        self, name: str, python: str, role: str, image: str, trust: Trust, fingerprint: str
+        self,
+        name: str,
+        python: str,
+        role: str,
+        image: str,
+        trust: Trust,
+        fingerprint: str,
+        gcs_ft: str,
     ) -> nodes.ContainerSpec:
         node = self.spec.node
         cluster = self.spec.cluster_name(python)
@@ -325,7 +439,12 @@ class Testbed:
             image=image,
             command=[],
             labels=self._labels(
-                fingerprint, **{"io.mlray.testbed.role": role, "io.mlray.testbed.cluster": cluster}
+                fingerprint,
+                **{
+                    "io.mlray.testbed.role": role,
+                    "io.mlray.testbed.cluster": cluster,
+                    GCS_FT_LABEL: gcs_ft,
+                },
             ),
             network=self.spec.network,
             env=self._ray_env(trust),
@@ -336,11 +455,15 @@ class Testbed:
         )
 
     def _head_spec(
-        self, python: str, image: str, trust: Trust, fingerprint: str
+        self, python: str, image: str, trust: Trust, fingerprint: str, gcs_ft: str
     ) -> nodes.ContainerSpec:
         spec = self._node_spec(
-            self.spec.head_container(python), python, "head", image, trust, fingerprint
+            self.spec.head_container(python), python, "head", image, trust, fingerprint, gcs_ft
         )
+        if gcs_ft == "redis":
+            # Ray's GCS fault tolerance: state in Redis, one namespace per cluster.
+            spec.env["RAY_REDIS_ADDRESS"] = f"{self.spec.redis_container}:{REDIS_PORT}"
+            spec.env["RAY_external_storage_namespace"] = self.spec.cluster_name(python)
         spec.command = [
             "ray", "start", "--head", f"--port={RAY_GCS_PORT}",
             "--dashboard-host=0.0.0.0", f"--dashboard-port={DASHBOARD_PORT}",
@@ -350,10 +473,15 @@ class Testbed:
         return spec
 
     def _worker_spec(
-        self, python: str, index: int, image: str, trust: Trust, fingerprint: str
+        self, python: str, index: int, image: str, trust: Trust, fingerprint: str, gcs_ft: str
     ) -> nodes.ContainerSpec:
         name = self.spec.worker_container(python, index)
-        spec = self._node_spec(name, python, "worker", image, trust, fingerprint)
+        spec = self._node_spec(name, python, "worker", image, trust, fingerprint, gcs_ft)
+        # Each worker's own Serve ingress is reachable too: with the head down, replicas on
+        # the workers keep serving through it (the head_restart_ft chaos scenario).
+        spec.ports = {SERVE_PORT: 0}
+        if gcs_ft == "redis":
+            spec.env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(GCS_RECONNECT_TIMEOUT_S)
         head = self.spec.head_container(python)
         spec.command = ["ray", "start", f"--address={head}:{RAY_GCS_PORT}", *self._ray_args()]
         return spec
@@ -379,6 +507,8 @@ class Testbed:
 
     def _running_matches(self, fingerprint: str) -> bool:
         expected = {self.spec.mlflow_container}
+        if self.spec.gcs_ft == "redis":
+            expected.add(self.spec.redis_container)
         for python in self.spec.python:
             expected.add(self.spec.head_container(python))
             expected.update(
@@ -388,10 +518,13 @@ class Testbed:
             c.name: c
             for c in engine.docker_client().containers.list(filters={"label": f"{LABEL}=1"})
             # Short-lived helpers (training, the load tests' peers) don't count.
-            if c.labels.get("io.mlray.testbed.role") in ("mlflow", "head", "worker")
+            if c.labels.get("io.mlray.testbed.role") in ("mlflow", "redis", "head", "worker")
         }
         return set(found) == expected and all(
-            c.labels.get(SPEC_LABEL) == fingerprint and c.status == "running"
+            c.labels.get(SPEC_LABEL) == fingerprint
+            and c.status == "running"
+            # A chaos scenario may have recreated a cluster in the other GCS mode.
+            and c.labels.get(GCS_FT_LABEL, self.spec.gcs_ft) == self.spec.gcs_ft
             for c in found.values()
         )
 
@@ -437,6 +570,7 @@ class Testbed:
                 remaining, self.spec.logs_dir, restarts=NODE_RESTARTS,
             )  # fmt: skip
         serve_url = f"http://127.0.0.1:{_published(head, SERVE_PORT)}"
+        client = engine.docker_client()
         return ClusterInfo(
             name=self.spec.cluster_name(python),
             python=python,
@@ -444,6 +578,10 @@ class Testbed:
             workers=workers,
             dashboard_url=url,
             serve_url=serve_url,
+            worker_serve_urls=tuple(
+                f"http://127.0.0.1:{_published(w, SERVE_PORT)}" for w in workers
+            ),
+            gcs_ft=str(client.containers.get(head).labels.get(GCS_FT_LABEL, "none")),
         )
 
     # ---- outputs ---------------------------------------------------------------------------
@@ -506,6 +644,11 @@ def _remove_network(network: Any) -> None:
             "testbed containers on it (remove the others, then run down again)"
         ) from exc
     engine.forget_stale_dns(network.name)
+
+
+def _redis_pings(name: str) -> bool:
+    result = engine.docker_client().containers.get(name).exec_run(["redis-cli", "ping"])
+    return result.exit_code == 0 and b"PONG" in result.output
 
 
 def _published(name: str, port: int) -> int:

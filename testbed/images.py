@@ -51,6 +51,7 @@ def ray_tag(python: str) -> str:
 
 
 MLFLOW_TAG = "localhost/mlray-mlflow:latest"
+REDIS_TAG = "localhost/mlray-redis:latest"
 
 
 def build_all(spec: TestbedSpec, trust: Trust, pythons: list[str] | None = None) -> ImageSet:
@@ -185,6 +186,14 @@ def build_mlflow(spec: TestbedSpec, trust: Trust, ray_image: str, python: str) -
         **trust.build_args(),
     }
     return build_image("mlflow.Dockerfile", MLFLOW_TAG, args, trust)
+
+
+def build_redis(spec: TestbedSpec, trust: Trust) -> str:
+    """Redis for heads with GCS fault tolerance, on the first Python's Ray image (built
+    on demand: only a testbed or a chaos scenario that turns fault tolerance on needs it)."""
+    first = spec.python[0]
+    ray_image = build_ray(spec, trust, first, choose_base_mode(spec))
+    return build_image("redis.Dockerfile", REDIS_TAG, {"BASE_IMAGE": ray_image}, trust)
 
 
 def build_image(dockerfile: str, tag: str, args: dict[str, str], trust: Trust) -> str:

@@ -22,6 +22,9 @@ AUTH_MODES = ("token", "none")
 # lean: longer Ray and Serve reporting intervals on every node (testbed/core.py, LEAN_IDLE_ENV),
 # for an idle testbed that leaves the host's cores to the work; default: Ray's own intervals.
 IDLE_MODES = ("lean", "default")
+# none: Ray's default, the GCS keeps cluster state in the head's memory (a head restart loses
+# every actor and Serve app); redis: each head keeps it in the testbed's Redis container.
+GCS_FT_MODES = ("none", "redis")
 LABEL = "io.mlray.testbed"
 
 
@@ -75,6 +78,7 @@ class TestbedSpec:
     ingress: str = "haproxy"
     auth: str = "token"
     idle: str = "lean"
+    gcs_ft: str = "none"
     state_dir: Path = REPO_ROOT / ".testbed"
 
     @property
@@ -84,6 +88,11 @@ class TestbedSpec:
     @property
     def mlflow_container(self) -> str:
         return f"{self.name}-mlflow"
+
+    @property
+    def redis_container(self) -> str:
+        """The GCS store of heads that run with fault tolerance (started only for them)."""
+        return f"{self.name}-redis"
 
     def cluster_name(self, python: str) -> str:
         """Cluster key in config.yml and container prefix, e.g. py311."""
@@ -151,6 +160,11 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
     idle = str(os.environ.get("MLRAY_TESTBED_IDLE") or raw.get("idle", "lean"))
     if idle not in IDLE_MODES:
         raise TestbedError(f"got idle={idle!r} in {path}; expected one of {', '.join(IDLE_MODES)}")
+    gcs_ft = str(os.environ.get("MLRAY_TESTBED_GCS_FT") or raw.get("gcs_ft", "none"))
+    if gcs_ft not in GCS_FT_MODES:
+        raise TestbedError(
+            f"got gcs_ft={gcs_ft!r} in {path}; expected one of {', '.join(GCS_FT_MODES)}"
+        )
     workers = int(raw.get("workers", 1))
     if workers < 0:
         raise TestbedError(f"got workers={workers} in {path}; expected 0 or more")
@@ -170,6 +184,7 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
         ingress=ingress,
         auth=auth,
         idle=idle,
+        gcs_ft=gcs_ft,
         state_dir=default_state_dir(),
     )
 

@@ -184,12 +184,19 @@ class Chaos:
 
     @contextlib.contextmanager
     def load(
-        self, name: str, app: str, duration_s: float, retries: int = 0, pause_s: float = 0.0
+        self,
+        name: str,
+        app: str,
+        duration_s: float,
+        retries: int = 0,
+        pause_s: float = 0.0,
+        host: str | None = None,
     ) -> Iterator[Load]:
         """Steady load; `retries` and `pause_s`: the client's conduct on a failed request
-        (loadtests/locustfile.py)."""
+        (loadtests/locustfile.py); `host`: another Serve ingress than the head's."""
         run = Run(name, app, constant(LOAD_USERS, duration_s), retries, pause_s)
-        host, path = self.s.target(run)
+        head_host, path = self.s.target(run)
+        host = host or head_host
         with Sampler(self.s.dashboard, app) as sampler:
             load = Load(sampler, threading.Thread(target=lambda: None))
 
@@ -366,6 +373,10 @@ class Chaos:
     def head_restart_redeploy(self) -> gates.Outcome:
         """Restart the cluster's containers (a new Ray session: empty GCS, no apps), then
         `mlray deploy`; recovery is from the restart to every app RUNNING again."""
+        if self.tb.gcs_ft_of(self.python) != "none":
+            say("head_restart_redeploy: recreating the cluster without GCS fault tolerance")
+            self.tb.recreate_cluster(self.python, "none")
+            self._mlray("deploy", str(self.s.config_path), CLUSTER)
         self.wait_replicas(TARGET_APP, 2, 60)
         apps = self._registry_apps()
         before = self._answers(apps)
@@ -405,6 +416,63 @@ class Chaos:
         }
         return gates.head_restart_redeploy(
             code, apps, served, wrong, recovery, result.requests, result.failures
+        )
+
+    def head_restart_ft(self) -> gates.Outcome:
+        """Restart only the head while its GCS state lives in Redis. Users call the worker's
+        own ingress; the worker's replicas keep serving while the head is away, and Ray
+        brings the rest back from Redis: no `mlray deploy`."""
+        config = str(self.s.config_path)
+        if self.tb.gcs_ft_of(self.python) != "redis":
+            say("head_restart_ft: recreating the cluster with GCS fault tolerance (Redis)")
+            self.tb.recreate_cluster(self.python, "redis")
+            self._mlray("deploy", config, CLUSTER)
+        self.wait_replicas(TARGET_APP, 2, 120)
+        self._spread(TARGET_APP)
+        apps = self._registry_apps()
+        before = self._answers(apps)
+        worker_url = self.tb.cluster(self.python).worker_serve_urls[0]
+        with self.load(
+            "head_restart_ft", TARGET_APP, self.profile.ft_load_s, pause_s=0.5, host=worker_url
+        ) as load:
+            time.sleep(self.profile.fault_at_s)
+            details = self.details()
+            on_head = faults.replicas_on_head(details, apps)
+            on_worker = faults.replicas_on_other_nodes(details, [TARGET_APP])[TARGET_APP]
+            fault_at = time.time()
+            say(f"head_restart_ft: restarting {self.head}; {TARGET_APP} on the worker: {on_worker}")
+            restart = self.tb.restart_head(self.python)
+            nodes_back = time.time()
+            say(f"head_restart_ft: {restart} (stop, start, every node alive)")
+            replaced_at = self._whole_at(on_head, 120)
+            served, _ = self._served(apps, 5)
+            # Whole means the head's own ingress answers again too (it starts after the
+            # controller is back): users of that address see the cluster whole only then.
+            after, answering_at = self._answering(apps, before, 60)
+        result = load.result
+        wrong = {a: f"{before[a]} -> {after.get(a)}" for a in apps if after.get(a) != before[a]}
+        whole_at = None if None in (replaced_at, answering_at) else max(replaced_at, answering_at)
+        recovery = None if whole_at is None else round(whole_at - fault_at, 1)
+        marks = {"head restart": fault_at, "nodes back": nodes_back}
+        report.plot(
+            self.out_dir,
+            "head_restart_ft",
+            result,
+            load.sampler.samples,
+            {**marks, **({"every app whole": whole_at} if whole_at else {})},
+        )
+        self.figures["head_restart_ft"] = {
+            "ingress": "worker",
+            "replicas_on_worker": on_worker,
+            "replicas_on_head": on_head,
+            "restart": restart,
+            "replaced_s": None if replaced_at is None else round(replaced_at - fault_at, 1),
+            "head_ingress_s": None if answering_at is None else round(answering_at - fault_at, 1),
+            "served": served,
+            **result.figures(),
+        }
+        return gates.head_restart_ft(
+            apps, served, wrong, on_worker, recovery, result.requests, result.failures
         )
 
     def fuzz_tags(self) -> gates.Outcome:
@@ -670,6 +738,20 @@ class Chaos:
                 out[app] = type(e).__name__
         return out
 
+    def _answering(
+        self, apps: Sequence[str], expected: Mapping[str, str], timeout_s: float
+    ) -> tuple[dict[str, str], float | None]:
+        """Each app's answer through the head's ingress, once all match `expected` (and when,
+        epoch s) or at the timeout (None)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            answers = self._answers(apps)
+            if all(answers.get(a) == expected.get(a) for a in apps):
+                return answers, time.time()
+            if time.monotonic() > deadline:
+                return answers, None
+            time.sleep(0.5)
+
     def _mlray_output(self, log_name: str, *args: str) -> str:
         """`mlray *args`'s output (also in <report>/<log_name>.log)."""
         self._mlray_logged(log_name, *args)
@@ -702,6 +784,7 @@ HANDLERS: dict[str, Callable[[Chaos], gates.Outcome]] = {
     "fuzz_tags": Chaos.fuzz_tags,
     "mlflow_outage": Chaos.mlflow_outage,
     "worker_kill": Chaos.worker_kill,
+    "head_restart_ft": Chaos.head_restart_ft,
 }
 
 

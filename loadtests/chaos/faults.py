@@ -76,12 +76,23 @@ def replicas_on_other_nodes(
     details: Mapping[str, Any], apps: Sequence[str]
 ) -> dict[str, list[str]]:
     """{app: ids of its RUNNING replicas on any node but the head} (the worker's, with one)."""
+    return _running_by_node(details, apps, on_head=False)
+
+
+def replicas_on_head(details: Mapping[str, Any], apps: Sequence[str]) -> dict[str, list[str]]:
+    """{app: ids of its RUNNING replicas on the head}: what a head restart takes with it."""
+    return _running_by_node(details, apps, on_head=True)
+
+
+def _running_by_node(
+    details: Mapping[str, Any], apps: Sequence[str], on_head: bool
+) -> dict[str, list[str]]:
     head = head_node(details)
     return {
         app: [
             str(r.get("replica_id"))
             for r in replicas(details, app)
-            if r.get("state") == "RUNNING" and r.get("node_id") != head
+            if r.get("state") == "RUNNING" and (r.get("node_id") == head) == on_head
         ]
         for app in apps
     }

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from loadtests.chaos.scenarios import (
+    HEAD_RESTART_FT_MAX_RECOVERY_S,
+    HEAD_RESTART_FT_MIN_SUCCESS,
     HEAD_RESTART_MAX_RECOVERY_S,
     MLFLOW_OUTAGE_MAX_RECOVERY_S,
     MLFLOW_OUTAGE_MIN_SUCCESS,
@@ -174,6 +176,43 @@ def head_restart_redeploy(
         f"restart; traffic over the window: {requests} requests, {failures} failed"
     )
     return Outcome(not problems, rate(requests, failures), recovery_s, detail)
+
+
+def head_restart_ft(
+    apps: Sequence[str],
+    served: Mapping[str, str],
+    wrong: Mapping[str, str],
+    on_worker: Sequence[str],
+    recovery_s: float | None,
+    requests: int,
+    failures: int,
+) -> Outcome:
+    """With the GCS in Redis, the worker's replicas serve through the head's restart (no
+    client retries) and every app is whole again within HEAD_RESTART_FT_MAX_RECOVERY_S, the
+    same predictions as before, without a deploy."""
+    success = rate(requests, failures)
+    problems = []
+    if not on_worker:
+        problems.append("got no replica of the app on the worker at the restart; expected one")
+    problems += _low_success(success, requests, failures, HEAD_RESTART_FT_MIN_SUCCESS)
+    missing = _not_back(apps, served)
+    if missing:
+        problems.append(f"got {', '.join(missing)}; expected every app RUNNING again")
+    if wrong:
+        problems.append(
+            "got other answers than before the restart: "
+            + "; ".join(f"{a}: {why}" for a, why in sorted(wrong.items()))
+        )
+    problems += _slow_recovery(
+        recovery_s,
+        HEAD_RESTART_FT_MAX_RECOVERY_S,
+        "from the restart to every node and app whole again",
+    )
+    detail = "; ".join(problems) or (
+        f"{success:.2%} of {requests} requests through the worker's ingress succeeded across "
+        f"the head's restart; {len(apps)} apps whole again after {recovery_s} s, no deploy"
+    )
+    return Outcome(not problems, success, recovery_s, detail)
 
 
 def fuzz_tags(

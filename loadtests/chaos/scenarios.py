@@ -21,6 +21,7 @@ NAMES = (
     "fuzz_tags",
     "mlflow_outage",
     "worker_kill",
+    "head_restart_ft",
 )
 # What `--profile short` (the CI gate) runs when no --scenario is given: the scenarios that
 # take about a minute each. The others are run by name, or all of them with the full profile.
@@ -39,13 +40,14 @@ class Profile:
     restart_load_s: float  # head_restart_redeploy: load from before the restart to recovery
     fuzz_tags: int  # tag sets checked in-process (plus FUZZ_TAGS_CLI real `mlray check` runs)
     outage_s: float  # mlflow_outage: how long MLflow stays paused
+    ft_load_s: float  # head_restart_ft: load from before the head's restart to after recovery
 
 
 PROFILES = {
     "short": Profile("short", load_s=40, fault_at_s=10, race_load_s=60, fuzz_requests=2000,
-                     restart_load_s=200, fuzz_tags=500, outage_s=45),
+                     restart_load_s=200, fuzz_tags=500, outage_s=45, ft_load_s=120),
     "full": Profile("full", load_s=90, fault_at_s=30, race_load_s=120, fuzz_requests=5000,
-                    restart_load_s=240, fuzz_tags=1000, outage_s=60),
+                    restart_load_s=240, fuzz_tags=1000, outage_s=60, ft_load_s=150),
 }  # fmt: skip
 
 # What must hold (issue 12's table).
@@ -58,3 +60,5 @@ MLFLOW_OUTAGE_MAX_RECOVERY_S = 120.0  # from MLflow's return to the new replica 
 WORKER_KILL_MIN_SUCCESS = 0.99
 WORKER_KILL_MAX_RECOVERY_S = 60.0  # from the kill to every app RUNNING without the worker
 WORKER_KILL_RETRIES = 2  # the load client's retries of a connection error or a 5xx
+HEAD_RESTART_FT_MIN_SUCCESS = 0.99  # through the worker's ingress, no client retries
+HEAD_RESTART_FT_MAX_RECOVERY_S = 60.0  # from the restart to every node and app whole again

@@ -92,7 +92,7 @@ def test_the_fuzz_generator_sends_the_requested_count_of_varied_requests(monkeyp
 def test_profiles_cover_the_issue_and_the_short_one_fits_ci():
     assert set(NAMES) == {
         "replica_kill", "concurrent_deploy", "fuzz_requests", "head_restart_redeploy", "fuzz_tags",
-        "mlflow_outage", "worker_kill",
+        "mlflow_outage", "worker_kill", "head_restart_ft",
     }  # fmt: skip
     # CI's short profile runs the quick ones unless scenarios are named
     assert SHORT == ("replica_kill", "concurrent_deploy", "fuzz_requests")
@@ -276,6 +276,7 @@ def test_worker_kill_finds_the_workers_replicas_and_when_the_apps_are_whole_with
     }
     gone = faults.replicas_on_other_nodes(before, ["a", "b"])
     assert gone == {"a": ["a2"], "b": []}
+    assert faults.replicas_on_head(before, ["a", "b"]) == {"a": ["a1"], "b": ["b1"]}
     assert not faults.whole_without(before, gone)  # Ray has not noticed yet
     noticed = {**before, "applications": {
         "a": _app("RUNNING", 2, ("a1", "RUNNING", "head"), ("a3", "STARTING", "head")),
@@ -287,6 +288,22 @@ def test_worker_kill_finds_the_workers_replicas_and_when_the_apps_are_whole_with
     assert faults.whole_without(whole, gone)
     whole["applications"]["b"]["status"] = "DEPLOYING"
     assert not faults.whole_without(whole, gone)
+
+
+def test_head_restart_ft_gate():
+    apps = ["iris-a", "iris-b"]
+    running = dict.fromkeys(apps, "RUNNING")
+    ok = gates.head_restart_ft(apps, running, {}, ["r1"], 48.0, 5000, 20)
+    assert ok.passed and ok.success_rate == 0.996 and ok.recovery_s == 48.0
+    assert "no deploy" in ok.detail
+    assert not gates.head_restart_ft(apps, running, {}, ["r1"], 48.0, 5000, 60).passed
+    assert not gates.head_restart_ft(apps, running, {}, [], 48.0, 5000, 0).passed  # untested
+    assert not gates.head_restart_ft(apps, running, {}, ["r1"], 61.0, 5000, 0).passed
+    assert not gates.head_restart_ft(apps, running, {}, ["r1"], None, 5000, 0).passed
+    lost = gates.head_restart_ft(apps, {"iris-a": "RUNNING"}, {}, ["r1"], 48.0, 5000, 0)
+    assert not lost.passed and "iris-b: absent" in lost.detail
+    wrong = gates.head_restart_ft(apps, running, {"iris-a": "[0] -> HTTP 503"}, ["r1"], 4, 9, 0)
+    assert not wrong.passed and "iris-a: [0] -> HTTP 503" in wrong.detail
 
 
 def test_worker_kill_gate():

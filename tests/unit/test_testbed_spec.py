@@ -76,3 +76,31 @@ def test_idle_cpu_names_a_replica_by_its_pip_env_instead_of_a_long_path():
         "-u /usr/local/lib/python3.11/dist-packages/ray/_private/workers/default_worker.py --x"
     )
     assert _short(cmd) == "[pip env 334d074a] python -u ray/_private/workers/default_worker.py --x"
+
+
+def test_gcs_fault_tolerance_is_off_by_default_and_redis_puts_the_heads_state_there(
+    tmp_path, monkeypatch
+):
+    from testbed.core import GCS_FT_LABEL, Testbed
+    from testbed.trust import Trust
+
+    monkeypatch.delenv("MLRAY_TESTBED_GCS_FT", raising=False)
+    monkeypatch.setenv("MLRAY_TESTBED_AUTH", "none")
+    monkeypatch.setenv("MLRAY_TESTBED_DIR", str(tmp_path / "state"))
+    assert load_spec(_write(tmp_path)).gcs_ft == "none"
+    monkeypatch.setenv("MLRAY_TESTBED_GCS_FT", "redis")
+    tb = Testbed(load_spec(_write(tmp_path)))
+    assert tb.spec.gcs_ft == "redis"
+    trust = Trust(None, {})
+    head = tb._head_spec("3.11", "img", trust, "fp", "redis")
+    worker = tb._worker_spec("3.11", 1, "img", trust, "fp", "redis")
+    assert head.env["RAY_REDIS_ADDRESS"] == "mlray-redis:6379"
+    assert head.env["RAY_external_storage_namespace"] == "py311"  # one namespace per cluster
+    assert int(worker.env["RAY_gcs_rpc_server_reconnect_timeout_s"]) > 60  # Ray's default
+    assert head.labels[GCS_FT_LABEL] == worker.labels[GCS_FT_LABEL] == "redis"
+    assert 8000 in worker.ports  # the worker's own ingress, for traffic while the head is away
+    plain = tb._head_spec("3.11", "img", trust, "fp", "none")
+    assert "RAY_REDIS_ADDRESS" not in plain.env and plain.labels[GCS_FT_LABEL] == "none"
+    monkeypatch.setenv("MLRAY_TESTBED_GCS_FT", "etcd")
+    with pytest.raises(TestbedError, match=r"got gcs_ft='etcd' .*; expected one of none, redis"):
+        load_spec(_write(tmp_path))
