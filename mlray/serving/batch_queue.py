@@ -90,20 +90,11 @@ class BatchQueue(Generic[T, R]):
 
     def configure(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         """New settings, used from the next batch on (the one gathering keeps its own)."""
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int):
-            raise ValueError(f"got {max_batch_size!r} for max_batch_size; expected an int >= 1")
-        if max_batch_size < 1:
-            raise ValueError(f"got {max_batch_size!r} for max_batch_size; expected an int >= 1")
-        if isinstance(batch_wait_timeout_s, bool) or not isinstance(
-            batch_wait_timeout_s, (int, float)
-        ):
-            raise ValueError(
-                f"got {batch_wait_timeout_s!r} for batch_wait_timeout_s; expected a number >= 0"
-            )
-        if batch_wait_timeout_s < 0:
-            raise ValueError(
-                f"got {batch_wait_timeout_s!r} for batch_wait_timeout_s; expected a number >= 0"
-            )
+        size, wait = max_batch_size, batch_wait_timeout_s
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"got {size!r} for max_batch_size; expected an int >= 1")
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+            raise ValueError(f"got {wait!r} for batch_wait_timeout_s; expected a number >= 0")
         self._max_batch_size = max_batch_size
         self._timeout_s = float(batch_wait_timeout_s)
 
