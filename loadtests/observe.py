@@ -1,8 +1,8 @@
 """What the server side did under load: replica counts over time and the batch sizes run.
 
 Replica counts come from Ray's REST API (the dashboard's `GET /api/serve/applications/`),
-batch sizes from each replica's `/metadata` counters, which count every batch that
-`@serve.batch` handed to the model since the replica started.
+batch sizes from each replica's `/metadata` counters, which count every batch that mlray's
+batch queue handed to the model since the replica started.
 """
 
 from __future__ import annotations

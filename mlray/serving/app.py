@@ -48,7 +48,7 @@ from ray.serve.metrics import Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from mlray.serving import batching, introspect, protocol, timing
+from mlray.serving import batch_queue, batching, introspect, protocol, timing
 from mlray.serving.protocol import ParsedRequest, ScoringError
 
 try:
@@ -222,9 +222,9 @@ class MlflowModel:
     """One replica: the model loaded once, predictions served off the event loop.
 
     One request's path: the body is read and (if small) parsed on the event loop, then
-    ``predict`` runs on the replica's predict thread (directly, or as part of a Serve batch
-    when others are pending), and the answer is rendered on the loop again. Large bodies are
-    parsed and rendered on a worker thread instead. Every stage is timed (``/metadata``
+    ``predict`` runs on the replica's predict thread (directly, or in a batch from mlray's
+    batch queue when batching is on), and the answer is rendered on the loop again. Large
+    bodies are parsed and rendered on a worker thread instead. Every stage is timed (``/metadata``
     ``timings``, and the ``mlray_request_stage_ms`` metric).
     """
 
@@ -266,8 +266,6 @@ class MlflowModel:
             thread_name_prefix="mlray-predict",
         )
         self._inline_bytes = _positive_int_env(INLINE_BYTES_ENV, DEFAULT_INLINE_BYTES, 0)
-        self._pending = 0  # requests waiting for, or inside, the predictor
-        self._predicted_at_once = 0  # batching on, but nothing pending: no batch wait
         self._timings = timing.StageTimes()
         self._stage_metric = Histogram(
             STAGE_METRIC,
@@ -278,11 +276,16 @@ class MlflowModel:
         )
         self._stage_metric.set_default_tags({"model": model_name or model_uri})
         self._batch = batching.BatchConfig()
+        # Not @serve.batch: its wait ends only on a full batch or the timeout, so a partial
+        # batch waits for requests that are not coming (see mlray.serving.batch_queue).
+        self._batches: batch_queue.BatchQueue[ParsedRequest, tuple[Any, float]] = (
+            batch_queue.BatchQueue(self._predict_merged)
+        )
         self._batch_histogram: Counter[int] = Counter()
         self._batched_rows = 0
         self._batch_metric = Histogram(
             BATCH_SIZE_METRIC,
-            description="Requests merged into one predict call by @serve.batch.",
+            description="Requests merged into one predict call by mlray's batch queue.",
             boundaries=BATCH_SIZE_BOUNDARIES,
             tag_keys=("model",),
         )
@@ -307,8 +310,7 @@ class MlflowModel:
         """Apply ``user_config`` live; Ray calls this at start and on every change."""
         config = batching.parse_user_config(user_config)
         if config.max_batch_size is not None:
-            self._predict_merged.set_max_batch_size(config.max_batch_size)
-            self._predict_merged.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+            self._batches.configure(config.max_batch_size, config.batch_wait_timeout_s)
         self._batch = config
         logger.info("mlray: batching %s", config)
 
@@ -360,14 +362,17 @@ class MlflowModel:
     async def _score(self, request: Request) -> Response:
         try:
             t_start = time.perf_counter()
-            body = await read_body(request, self._max_bytes)
-            t_read = time.perf_counter()
-            small = len(body) <= self._inline_bytes
-            args = (body, request.headers.get("content-type"), self._hints, self._max_bytes)
-            if small:
-                parsed = protocol.parse_request(*args)
-            else:
-                parsed = await asyncio.to_thread(protocol.parse_request, *args)
+            # On its way to the predictor until parsed: a batch gathering waits for it. No
+            # await between leaving this block and joining the queue (_predict_one).
+            with self._batches.incoming():
+                body = await read_body(request, self._max_bytes)
+                t_read = time.perf_counter()
+                small = len(body) <= self._inline_bytes
+                args = (body, request.headers.get("content-type"), self._hints, self._max_bytes)
+                if small:
+                    parsed = protocol.parse_request(*args)
+                else:
+                    parsed = await asyncio.to_thread(protocol.parse_request, *args)
             t_parsed = time.perf_counter()
             outcome, predict_s = await self._predict_one(parsed)
             t_predicted = time.perf_counter()
@@ -407,23 +412,14 @@ class MlflowModel:
     async def _predict_one(self, parsed: ParsedRequest) -> tuple[Any, float]:
         """(predictions or ScoringError, seconds ``predict`` took) for one request.
 
-        Alone (nothing else pending), a request goes straight to the predict thread, batching
-        or not; with others pending and batching on, it joins a Serve batch.
+        With batching on, a request that can be merged joins the batch queue, which closes a
+        batch as soon as nothing more is on its way: alone, a request is predicted at once.
+        Others go straight to the predict thread.
         """
-        batched = self._batch.max_batch_size is not None
-        mergeable = batched and batching.merge_key(parsed) is not None
-        others = self._pending
-        self._pending += 1
-        try:
-            if batching.joins_batch(self._batch, mergeable, others):
-                return await self._predict_merged(parsed)
-            if mergeable:  # a batch of one, without waiting for it to fill
-                self._predicted_at_once += 1
-                self._count_batch(1, parsed.n_rows)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._timed_outcome, parsed)
-        finally:
-            self._pending -= 1
+        if batching.joins_batch(self._batch, batching.merge_key(parsed) is not None):
+            return await self._batches.submit(parsed)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._timed_outcome, parsed)
 
     def _count_batch(self, size: int, rows: int) -> None:
         self._batch_histogram[size] += 1
@@ -463,9 +459,8 @@ class MlflowModel:
         outcome = self._outcome(parsed)
         return outcome, time.perf_counter() - start
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=batching.DEFAULT_BATCH_WAIT_TIMEOUT_S)
     async def _predict_merged(self, items: list[ParsedRequest]) -> list[tuple[Any, float]]:
-        """One Serve batch: merge what can be merged, predict, hand back each caller's rows.
+        """One batch: merge what can be merged, predict, hand back each caller's rows.
 
         Each caller gets (its predictions or ScoringError, seconds the batch's predict took).
         """
@@ -543,7 +538,8 @@ class MlflowModel:
                 "batches": sum(self._batch_histogram.values()),
                 "requests_batched": sum(s * c for s, c in self._batch_histogram.items()),
                 "rows_batched": self._batched_rows,
-                "predicted_at_once": self._predicted_at_once,
+                "predicted_at_once": self._batches.at_once,
+                "closed_by": dict(self._batches.closed_by),
                 "metric": BATCH_SIZE_METRIC,
             },
             "timings": {

@@ -64,17 +64,13 @@ def parse_user_config(user_config: Mapping[str, Any] | None) -> BatchConfig:
     return BatchConfig(size, float(timeout))
 
 
-def joins_batch(config: BatchConfig, mergeable: bool, others_pending: int) -> bool:
-    """Whether a request goes through ``@serve.batch`` rather than straight to ``predict``.
+def joins_batch(config: BatchConfig, mergeable: bool) -> bool:
+    """Whether a request goes through the batch queue rather than straight to ``predict``.
 
-    ``others_pending`` counts the other requests of this replica that are waiting for, or
-    inside, the predictor. With none, nothing could share this request's batch soon: Serve's
-    batch queue would hold it for the whole ``batch_wait_timeout_s`` (it ends the wait only
-    on a full batch or the timeout) and then run it alone. So it is predicted at once, and
-    batching costs nothing when traffic is light. Under load there is always somebody pending,
-    and requests gather into batches as before.
+    A request alone costs no wait there: the queue closes a batch as soon as nothing else is
+    on its way (``mlray.serving.batch_queue``), so there is no bypass for lone requests.
     """
-    return config.max_batch_size is not None and mergeable and others_pending > 0
+    return config.max_batch_size is not None and mergeable
 
 
 def merge_key(parsed: ParsedRequest) -> Hashable | None:

@@ -116,11 +116,9 @@ def test_parse_user_config_lists_every_problem():
     assert str(info.value).count("got ") == 3
 
 
-def test_a_request_alone_is_predicted_at_once_and_joins_a_batch_only_when_others_pend():
+def test_only_mergeable_requests_join_the_batch_queue_and_only_with_batching_on():
     on = batching.BatchConfig(max_batch_size=16, batch_wait_timeout_s=0.02)
     off = batching.BatchConfig()
-    assert batching.joins_batch(on, mergeable=True, others_pending=0) is False
-    assert batching.joins_batch(on, mergeable=True, others_pending=1) is True
-    assert batching.joins_batch(on, mergeable=True, others_pending=31) is True
-    assert batching.joins_batch(on, mergeable=False, others_pending=5) is False
-    assert batching.joins_batch(off, mergeable=True, others_pending=5) is False
+    assert batching.joins_batch(on, mergeable=True) is True
+    assert batching.joins_batch(on, mergeable=False) is False
+    assert batching.joins_batch(off, mergeable=True) is False
