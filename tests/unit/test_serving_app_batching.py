@@ -95,7 +95,7 @@ def _body(*values: int) -> bytes:
 
 
 def test_a_lone_request_is_predicted_at_once_despite_a_long_batch_wait():
-    replica = _replica({"max_batch_size": 8, "batch_wait_timeout_s": 1.0})
+    replica = _replica({"max_batch_size": 8, "batch_wait_timeout_s": 3.0})
 
     async def main():
         start = time.monotonic()
@@ -104,12 +104,12 @@ def test_a_lone_request_is_predicted_at_once_despite_a_long_batch_wait():
 
     outcome, elapsed = asyncio.run(main())
     assert outcome.tolist() == [2, 4]
-    assert elapsed < 0.5, elapsed
+    assert elapsed < 1.5, elapsed
     assert replica._batches.at_once == 1 and dict(replica._batch_histogram) == {1: 1}
 
 
 def test_a_bad_request_in_a_batch_fails_alone_and_the_model_is_never_called_concurrently():
-    replica = _replica({"max_batch_size": 4, "batch_wait_timeout_s": 1.0})
+    replica = _replica({"max_batch_size": 4, "batch_wait_timeout_s": 3.0})
 
     async def main():
         values = [10, -5, 20, 30, 40, 50]
@@ -126,7 +126,7 @@ def test_a_bad_request_in_a_batch_fails_alone_and_the_model_is_never_called_conc
 
 
 def test_scored_requests_still_being_read_join_the_batch_then_it_closes_without_the_timeout():
-    replica = _replica({"max_batch_size": 16, "batch_wait_timeout_s": 1.0})
+    replica = _replica({"max_batch_size": 16, "batch_wait_timeout_s": 3.0})
 
     async def main():
         start = time.monotonic()
@@ -138,12 +138,12 @@ def test_scored_requests_still_being_read_join_the_batch_then_it_closes_without_
     responses, elapsed = asyncio.run(main())
     assert [json.loads(r.body) for r in responses] == [{"predictions": [v]} for v in (0, 2, 4)]
     assert dict(replica._batch_histogram) == {3: 1}  # waited for the two still arriving
-    assert elapsed < 0.5, elapsed  # and not for the 1 s timeout
+    assert elapsed < 1.5, elapsed  # and not for the 3 s timeout
     assert replica._batches.incoming_count == 0
 
 
 def test_a_malformed_request_leaves_no_batch_waiting_for_it():
-    replica = _replica({"max_batch_size": 16, "batch_wait_timeout_s": 1.0})
+    replica = _replica({"max_batch_size": 16, "batch_wait_timeout_s": 3.0})
 
     async def main():
         start = time.monotonic()
@@ -154,5 +154,5 @@ def test_a_malformed_request_leaves_no_batch_waiting_for_it():
 
     (good, bad), elapsed = asyncio.run(main())
     assert good.status_code == 200 and bad.status_code == 400
-    assert elapsed < 0.5, elapsed
+    assert elapsed < 1.5, elapsed
     assert replica._batches.incoming_count == 0
