@@ -30,6 +30,7 @@ from loadtests.errors import LoadTestError
 from loadtests.observe import (
     Sampler,
     StartupWatcher,
+    batch_closes,
     batch_histograms,
     histogram_delta,
     mean_batch_size,
@@ -163,10 +164,14 @@ class Session:
     def batching(self, scenario: Scenario) -> None:
         batched_run, unbatched_run = scenario.runs
         url = self.metadata_url(BATCHED.app)
-        before = batch_histograms(url, self.running_replicas(BATCHED.app))
+        replicas = self.running_replicas(BATCHED.app)
+        before = batch_histograms(url, replicas)
+        closes_before = batch_closes(url, replicas)
         with Sampler(None, None) as sampler:
             batched = self.execute(batched_run, sampler)
-        after = batch_histograms(url, self.running_replicas(BATCHED.app))
+        replicas = self.running_replicas(BATCHED.app)
+        after = batch_histograms(url, replicas)
+        closes = histogram_delta(closes_before, batch_closes(url, replicas))
         with Sampler(None, None) as sampler:
             unbatched = self.execute(unbatched_run, sampler)
         twin_batching = requests.get(self.metadata_url(UNBATCHED.app), timeout=30).json()
@@ -182,6 +187,8 @@ class Session:
             "batch_size_histogram": {str(k): v for k, v in histogram.items()},
             "batches": sum(histogram.values()),
             "mean_batch_size": None if mean is None else round(mean, 2),
+            # Why batches closed: full, nothing more on its way, or the timeout.
+            "closed_by": dict(sorted(closes.items())),
             "rps_batched": batched.rps,
             "rps_unbatched": unbatched.rps,
             "throughput_ratio": _ratio(batched.rps, unbatched.rps),

@@ -10,8 +10,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 import requests
@@ -112,23 +113,34 @@ class Sampler(threading.Thread):
 def batch_histograms(metadata_url: str, replicas: int, tries: int = 40) -> dict[str, Counter[int]]:
     """{replica id: batch size -> batches} read from `/metadata`, until every one of the
     `replicas` replicas has answered (requests are spread over replicas by Serve's router)."""
-    seen: dict[str, Counter[int]] = {}
+    return _batching_counters(metadata_url, replicas, "batch_size_histogram", int, tries)
+
+
+def batch_closes(metadata_url: str, replicas: int, tries: int = 40) -> dict[str, Counter[str]]:
+    """{replica id: why a batch closed (full, nothing_on_the_way, timeout) -> batches}."""
+    return _batching_counters(metadata_url, replicas, "closed_by", str, tries)
+
+
+def _batching_counters(
+    metadata_url: str, replicas: int, field: str, key: Callable[[Any], Any], tries: int
+) -> dict[str, Counter[Any]]:
+    seen: dict[str, Counter[Any]] = {}
     for _ in range(tries):
         meta = requests.get(metadata_url, timeout=30).json()
         replica = meta.get("replica") or {}
-        key = str(replica.get("replica_id") or replica.get("pid"))
-        histogram = (meta.get("batching") or {}).get("batch_size_histogram") or {}
-        seen[key] = Counter({int(size): int(n) for size, n in histogram.items()})
+        name = str(replica.get("replica_id") or replica.get("pid"))
+        counts = (meta.get("batching") or {}).get(field) or {}
+        seen[name] = Counter({key(k): int(n) for k, n in counts.items()})
         if len(seen) >= replicas:
             break
     return seen
 
 
 def histogram_delta(
-    before: Mapping[str, Counter[int]], after: Mapping[str, Counter[int]]
-) -> Counter[int]:
+    before: Mapping[str, Counter[Any]], after: Mapping[str, Counter[Any]]
+) -> Counter[Any]:
     """Batches run between two readings, over all replicas (a new replica starts at zero)."""
-    total: Counter[int] = Counter()
+    total: Counter[Any] = Counter()
     for replica, counts in after.items():
         total.update(counts - before.get(replica, Counter()))
     return total

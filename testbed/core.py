@@ -461,9 +461,12 @@ class Testbed:
             self.spec.head_container(python), python, "head", image, trust, fingerprint, gcs_ft
         )
         if gcs_ft == "redis":
-            # Ray's GCS fault tolerance: state in Redis, one namespace per cluster.
+            # Ray's GCS fault tolerance: state in Redis, a namespace per head container. A
+            # restart of this container keeps it (and finds the state); a new container
+            # starts clean instead of recovering an earlier cluster's actors.
             spec.env["RAY_REDIS_ADDRESS"] = f"{self.spec.redis_container}:{REDIS_PORT}"
-            spec.env["RAY_external_storage_namespace"] = self.spec.cluster_name(python)
+            namespace = f"{self.spec.cluster_name(python)}-{secrets.token_hex(4)}"
+            spec.env["RAY_external_storage_namespace"] = namespace
         spec.command = [
             "ray", "start", "--head", f"--port={RAY_GCS_PORT}",
             "--dashboard-host=0.0.0.0", f"--dashboard-port={DASHBOARD_PORT}",

@@ -95,7 +95,11 @@ def test_gcs_fault_tolerance_is_off_by_default_and_redis_puts_the_heads_state_th
     head = tb._head_spec("3.11", "img", trust, "fp", "redis")
     worker = tb._worker_spec("3.11", 1, "img", trust, "fp", "redis")
     assert head.env["RAY_REDIS_ADDRESS"] == "mlray-redis:6379"
-    assert head.env["RAY_external_storage_namespace"] == "py311"  # one namespace per cluster
+    # a namespace per head container: a new one never recovers an earlier cluster's state
+    namespace = head.env["RAY_external_storage_namespace"]
+    assert namespace.startswith("py311-")
+    again = tb._head_spec("3.11", "img", trust, "fp", "redis")
+    assert again.env["RAY_external_storage_namespace"] != namespace
     assert int(worker.env["RAY_gcs_rpc_server_reconnect_timeout_s"]) > 60  # Ray's default
     assert head.labels[GCS_FT_LABEL] == worker.labels[GCS_FT_LABEL] == "redis"
     assert 8000 in worker.ports  # the worker's own ingress, for traffic while the head is away
