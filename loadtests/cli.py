@@ -11,6 +11,7 @@ end unless --keep (or MLRAY_LOAD_KEEP=1); a running one is adopted and left runn
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import subprocess
@@ -110,11 +111,19 @@ class Session:
         except MlflowException:
             current = None
         if current is None or (current.tags or {}).get(COPIED_FROM) != origin:
-            copy = self.client.copy_model_version(f"models:/{origin}", name)
-            self.client.set_model_version_tag(name, copy.version, COPIED_FROM, origin)
-            self.client.set_registered_model_alias(name, ALIAS, copy.version)
-            say(f"registered {name} v{copy.version}, a copy of {origin}")
-            current = copy
+            # An earlier run's copy, retired (alias removed) at its end, is served again.
+            found = [
+                mv
+                for mv in self.client.search_model_versions(f"name='{name}'")
+                if (mv.tags or {}).get(COPIED_FROM) == origin
+            ]
+            if found:
+                current = found[0]
+            else:
+                current = self.client.copy_model_version(f"models:/{origin}", name)
+                self.client.set_model_version_tag(name, current.version, COPIED_FROM, origin)
+                say(f"registered {name} v{current.version}, a copy of {origin}")
+            self.client.set_registered_model_alias(name, ALIAS, current.version)
         for key in current.tags or {}:  # version tags override the model's
             if key.startswith("ray."):
                 self.client.delete_model_version_tag(name, current.version, key)
@@ -132,6 +141,21 @@ class Session:
 
     def deploy(self) -> None:
         self.mlray("deploy", str(self.config_path), CLUSTER)
+
+    def retire_copies(self) -> None:
+        """Leave the registry's selection and the cluster as the suite found them: each copy
+        loses its alias (so no later `mlray deploy` serves it again) and its app goes. On a
+        kept testbed, the copies' replicas would otherwise hold CPU and memory that whatever
+        runs next (the chaos suite's worker_kill, say) needs."""
+        from mlflow.exceptions import MlflowException
+
+        for load_app in LOAD_APPS:
+            with contextlib.suppress(MlflowException):  # never registered: nothing to retire
+                self.client.delete_registered_model_alias(load_app.model, ALIAS)
+        args = ("undeploy", "-q", str(self.config_path), CLUSTER, *(a.app for a in LOAD_APPS))
+        say(f"$ mlray {' '.join(args)}  (retiring the suite's copies)")
+        if subprocess.run([sys.executable, "-m", "mlray", *args]).returncode != 0:
+            say("could not undeploy the suite's copies (see above); `mlray deploy` removes them")
 
     def mlray(self, *args: str) -> None:
         say(f"$ mlray {' '.join(args)}")
@@ -316,10 +340,12 @@ def run_all(args: argparse.Namespace) -> int:
     started = time.monotonic()
     timings: dict[str, float] = {}
     peers = None
+    retire: Session | None = None  # set once the suite may have registered its copies
     try:
         tb.up(reuse=True)
         timings["up"] = round(time.monotonic() - started, 1)
         session = Session(out_dir, tb.config_path)
+        retire = session
         missing = session.missing_models()
         if missing:
             say(f"training {', '.join(missing)} (not in the registry yet)")
@@ -353,6 +379,8 @@ def run_all(args: argparse.Namespace) -> int:
             peers.stop()
         if not adopted and not args.keep:
             tb.down()
+        elif retire is not None:
+            retire.retire_copies()
     session.summary["apps"] = goals_mod.by_level(session.results, tuple(a.key for a in LOAD_APPS))
     session.summary["peers"] = goals_mod.by_level(session.results, PEERS)
     session.summary["goals"] = [g.as_dict() for g in goals_mod.evaluate(session.summary)]

@@ -168,6 +168,11 @@ def _build_spec(raw: dict[str, Any], path: Path) -> TestbedSpec:
     workers = int(raw.get("workers", 1))
     if workers < 0:
         raise TestbedError(f"got workers={workers} in {path}; expected 0 or more")
+    if gcs_ft == "redis" and workers < 1:
+        raise TestbedError(
+            f"got workers=0 with gcs_ft=redis in {path}; expected 1 or more (with fault "
+            "tolerance the heads run no replicas)"
+        )
     ports = raw.get("ports") or {}
     return TestbedSpec(
         name=str(raw.get("name", "mlray")),

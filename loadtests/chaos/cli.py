@@ -440,10 +440,10 @@ class Chaos:
             on_head = faults.replicas_on_head(details, apps)
             on_worker = faults.replicas_on_other_nodes(details, [TARGET_APP])[TARGET_APP]
             fault_at = time.time()
-            say(f"head_restart_ft: restarting {self.head}; {TARGET_APP} on the worker: {on_worker}")
+            say(f"head_restart_ft: killing {self.head}; {TARGET_APP} on the worker: {on_worker}")
             restart = self.tb.restart_head(self.python)
             nodes_back = time.time()
-            say(f"head_restart_ft: {restart} (stop, start, every node alive)")
+            say(f"head_restart_ft: {restart} (kill, start, every node alive)")
             replaced_at = self._whole_at(on_head, 120)
             served, _ = self._served(apps, 5)
             # Whole means the head's own ingress answers again too (it starts after the

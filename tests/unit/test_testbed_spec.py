@@ -103,8 +103,12 @@ def test_gcs_fault_tolerance_is_off_by_default_and_redis_puts_the_heads_state_th
     assert int(worker.env["RAY_gcs_rpc_server_reconnect_timeout_s"]) > 60  # Ray's default
     assert head.labels[GCS_FT_LABEL] == worker.labels[GCS_FT_LABEL] == "redis"
     assert 8000 in worker.ports  # the worker's own ingress, for traffic while the head is away
+    assert "--num-cpus=0" in head.command  # replicas run on the workers only
     plain = tb._head_spec("3.11", "img", trust, "fp", "none")
     assert "RAY_REDIS_ADDRESS" not in plain.env and plain.labels[GCS_FT_LABEL] == "none"
+    assert "--num-cpus=2" in plain.command
+    with pytest.raises(TestbedError, match=r"got workers=0 with gcs_ft=redis"):
+        load_spec(_write(tmp_path, workers=0))
     monkeypatch.setenv("MLRAY_TESTBED_GCS_FT", "etcd")
     with pytest.raises(TestbedError, match=r"got gcs_ft='etcd' .*; expected one of none, redis"):
         load_spec(_write(tmp_path))
