@@ -330,3 +330,37 @@ def test_the_startup_breakdown_keeps_only_replicas_started_after_the_step():
         14.5,
         4.0,
     )
+
+
+def test_the_suite_retires_its_copies_so_no_later_deploy_serves_them(monkeypatch, tmp_path):
+    """A kept testbed must not carry the copies into the next suite (chaos's worker_kill
+    could not fit them on the head): each loses its alias and its app is undeployed."""
+    import subprocess
+
+    from mlflow.exceptions import MlflowException
+
+    import loadtests.cli as cli
+    from loadtests.scenarios import LOAD_APPS
+
+    removed, ran = [], []
+
+    class Client:
+        def delete_registered_model_alias(self, name, alias):
+            if name == LOAD_APPS[0].model:
+                raise MlflowException("no such alias")  # never registered: still fine
+            removed.append((name, alias))
+
+    def run(cmd, **kwargs):
+        ran.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1)  # a failed undeploy is reported, not raised
+
+    monkeypatch.setattr(cli.subprocess, "run", run)
+    session = object.__new__(cli.Session)
+    session.client = Client()
+    session.config_path = tmp_path / "config.yml"
+    session.retire_copies()
+    assert removed == [(a.model, cli.ALIAS) for a in LOAD_APPS[1:]]
+    (cmd,) = ran
+    assert cmd[cmd.index("undeploy") :] == [
+        "undeploy", "-q", str(session.config_path), cli.CLUSTER, *(a.app for a in LOAD_APPS)
+    ]  # fmt: skip
