@@ -396,7 +396,7 @@ class Chaos:
             served, back_at = self._served(apps, 120)
             after = self._answers(apps)
         result = load.result
-        wrong = {a: f"{before[a]} -> {after.get(a)}" for a in apps if after.get(a) != before[a]}
+        wrong = _changed(apps, before, after)
         recovery = None if back_at is None else round(back_at - fault_at, 1)
         marks = {"restart": fault_at, "nodes back": nodes_back}
         report.plot(
@@ -450,7 +450,7 @@ class Chaos:
             # controller is back): users of that address see the cluster whole only then.
             after, answering_at = self._answering(apps, before, 60)
         result = load.result
-        wrong = {a: f"{before[a]} -> {after.get(a)}" for a in apps if after.get(a) != before[a]}
+        wrong = _changed(apps, before, after)
         whole_at = None if None in (replaced_at, answering_at) else max(replaced_at, answering_at)
         recovery = None if whole_at is None else round(whole_at - fault_at, 1)
         marks = {"head restart": fault_at, "nodes back": nodes_back}
@@ -774,6 +774,13 @@ class Chaos:
         say(f"$ mlray {' '.join(args)}")
         if subprocess.run([sys.executable, "-m", "mlray", *args]).returncode != 0:
             raise LoadTestError(f"`mlray {' '.join(args)}` failed; see above")
+
+
+def _changed(
+    apps: Sequence[str], before: Mapping[str, str], after: Mapping[str, str]
+) -> dict[str, str]:
+    """{app: "before -> after"} for each app whose answer to the fixed request changed."""
+    return {a: f"{before[a]} -> {after.get(a)}" for a in apps if after.get(a) != before[a]}
 
 
 HANDLERS: dict[str, Callable[[Chaos], gates.Outcome]] = {

@@ -143,6 +143,23 @@ def _not_back(apps: Sequence[str], served: Mapping[str, str]) -> list[str]:
     return [f"{a}: {served.get(a, 'absent')}" for a in apps if served.get(a) != "RUNNING"]
 
 
+def _apps_back(
+    apps: Sequence[str], served: Mapping[str, str], wrong: Mapping[str, str]
+) -> list[str]:
+    """The problems of a head restart's apps: any not RUNNING again, any answering other
+    than before (`wrong`: app -> "before -> after")."""
+    problems = []
+    missing = _not_back(apps, served)
+    if missing:
+        problems.append(f"got {', '.join(missing)}; expected every app RUNNING again")
+    if wrong:
+        problems.append(
+            "got other answers than before the restart: "
+            + "; ".join(f"{a}: {why}" for a, why in sorted(wrong.items()))
+        )
+    return problems
+
+
 def head_restart_redeploy(
     deploy_exit: int | None,
     apps: Sequence[str],
@@ -160,14 +177,7 @@ def head_restart_redeploy(
         problems.append(f"got exit {deploy_exit} from `mlray deploy`; expected 0")
     if not apps:
         problems.append("got no app served before the restart; expected the registry's apps")
-    missing = _not_back(apps, served)
-    if missing:
-        problems.append(f"got {', '.join(missing)}; expected every app RUNNING again")
-    if wrong:
-        problems.append(
-            "got other answers than before the restart: "
-            + "; ".join(f"{a}: {why}" for a, why in sorted(wrong.items()))
-        )
+    problems += _apps_back(apps, served, wrong)
     problems += _slow_recovery(
         recovery_s, HEAD_RESTART_MAX_RECOVERY_S, "from the restart to every app RUNNING"
     )
@@ -195,14 +205,7 @@ def head_restart_ft(
     if not on_worker:
         problems.append("got no replica of the app on the worker at the restart; expected one")
     problems += _low_success(success, requests, failures, HEAD_RESTART_FT_MIN_SUCCESS)
-    missing = _not_back(apps, served)
-    if missing:
-        problems.append(f"got {', '.join(missing)}; expected every app RUNNING again")
-    if wrong:
-        problems.append(
-            "got other answers than before the restart: "
-            + "; ".join(f"{a}: {why}" for a, why in sorted(wrong.items()))
-        )
+    problems += _apps_back(apps, served, wrong)
     problems += _slow_recovery(
         recovery_s,
         HEAD_RESTART_FT_MAX_RECOVERY_S,
