@@ -74,7 +74,6 @@ class ClusterInfo:
     dashboard_url: str
     serve_url: str
     worker_serve_urls: tuple[str, ...] = ()
-    gcs_ft: str = "none"
 
 
 class Testbed:
@@ -243,8 +242,8 @@ class Testbed:
     def recreate_cluster(self, python: str, gcs_ft: str) -> ClusterInfo:
         """Replace a cluster's containers by new ones in the given GCS mode (an empty
         cluster: deploy again). Same names and host ports; the other clusters, MLflow and
-        the registry are untouched. `up` recreates a cluster whose mode differs from the
-        testbed file's."""
+        the registry are untouched. A later `up --reuse` sees the mode differ from the testbed
+        file's and recreates the testbed."""
         if gcs_ft not in GCS_FT_MODES:
             raise TestbedError(f"got gcs_ft={gcs_ft!r}; expected one of {GCS_FT_MODES}")
         trust = self.prepare()
@@ -579,7 +578,6 @@ class Testbed:
                 remaining, self.spec.logs_dir, restarts=NODE_RESTARTS,
             )  # fmt: skip
         serve_url = f"http://127.0.0.1:{_published(head, SERVE_PORT)}"
-        client = engine.docker_client()
         return ClusterInfo(
             name=self.spec.cluster_name(python),
             python=python,
@@ -590,7 +588,6 @@ class Testbed:
             worker_serve_urls=tuple(
                 f"http://127.0.0.1:{_published(w, SERVE_PORT)}" for w in workers
             ),
-            gcs_ft=str(client.containers.get(head).labels.get(GCS_FT_LABEL, "none")),
         )
 
     # ---- outputs ---------------------------------------------------------------------------
