@@ -111,8 +111,20 @@ def _host_settings(state_dir: Path) -> Check:
     return Check("host settings", True, "none needed beyond what containers.conf sets")
 
 
+FIREWALL_FIX = "`apt-get install iptables` (`bash testbed/setup-host.sh` does it)"
+
+
 def _network_backend(_: Path) -> Check:
     info = engine.engine_info()
+    if engine.firewall_binary() is None:
+        return Check(
+            "network backend",
+            False,
+            f"got {info.network_backend} and no `iptables` on this host; expected iptables, "
+            "which Podman's bridge networks run at every container start (without it: "
+            '"netavark: No such file or directory")',
+            FIREWALL_FIX,
+        )
     if engine.resolves_names(info):
         helper = "aardvark-dns" if info.network_backend == "netavark" else "dnsname plugin"
         return Check("network backend", True, f"{info.network_backend} with {helper}")

@@ -131,6 +131,20 @@ def resolves_names(info: EngineInfo) -> bool:
     return helper_binary("dnsname", CNI_PLUGIN_DIRS) is not None
 
 
+FIREWALL_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+
+
+def firewall_binary(dirs: tuple[str, ...] = FIREWALL_DIRS) -> Path | None:
+    """The `iptables` Podman's bridge networks program NAT and published ports through.
+
+    netavark (and CNI's bridge plugin) run it at every container start. Debian's
+    `podman --no-install-recommends` does not bring it: a fresh host then failed every
+    `podman run` with "netavark: No such file or directory (os error 2)".
+    """
+    on_path = shutil.which("iptables")
+    return Path(on_path) if on_path else helper_binary("iptables", dirs)
+
+
 def switch_to_netavark(info: EngineInfo) -> bool:
     """CNI without DNS, and netavark + aardvark-dns installed: Podman keeps CNI while CNI
     configs exist in /etc/cni/net.d, so only a `network_backend` setting switches it."""

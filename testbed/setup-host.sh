@@ -3,12 +3,13 @@
 #   bash testbed/setup-host.sh nox -s demo      # the demo
 #   bash testbed/setup-host.sh nox -s ci        # the test command CI runs
 # Installs Podman with netavark + aardvark-dns (container DNS; `--no-install-recommends` alone
-# gives CNI without DNS), runc, debootstrap for offline base images, busybox-static for the
-# engine check, uidmap/slirp4netns for rootless use, and a tools venv with nox; writes the
-# containers.conf drop-in this host needs (only where needed); puts the venv on PATH and execs
-# the arguments from the repo root. Not root? It re-runs itself with sudo (MLRAY_SETUP_NO_SUDO=1
-# runs it as you, for rootless hosts already set up). Safe to rerun: it only installs what is
-# missing. Needs no stdin (CI=true works).
+# gives CNI without DNS), iptables (netavark runs it at every container start), runc,
+# debootstrap for offline base images, busybox-static for the engine check, uidmap/slirp4netns
+# for rootless use, and a tools venv with nox; writes the containers.conf drop-in this host
+# needs (only where needed); puts the venv on PATH and execs the arguments from the repo root.
+# Not root? It re-runs itself with sudo (MLRAY_SETUP_NO_SUDO=1 runs it as you, for rootless
+# hosts already set up). Safe to rerun: it only installs what is missing. Needs no stdin
+# (CI=true works).
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ] && [ -z "${MLRAY_SETUP_NO_SUDO:-}" ]; then
@@ -22,8 +23,8 @@ fi
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS_DIR="${MLRAY_TOOLS_DIR:-${HOME}/.cache/mlray/tools}"
-APT_PACKAGES=(podman netavark aardvark-dns runc debootstrap busybox-static iproute2 uidmap
-              slirp4netns python3 python3-venv ca-certificates tar)
+APT_PACKAGES=(podman netavark aardvark-dns iptables runc debootstrap busybox-static iproute2
+              uidmap slirp4netns python3 python3-venv ca-certificates tar)
 NOX_SPEC="${MLRAY_NOX_SPEC:-nox>=2024.4}"
 
 log() { printf '[setup-host] %s\n' "$*" >&2; }

@@ -102,3 +102,30 @@ def test_stale_cni_bridges_are_only_portless_cni_bridges_under_netavark(tmp_path
     (tmp_path / "eth0").mkdir()
     assert engine.stale_cni_bridges("netavark", tmp_path) == ["cni-podman0"]
     assert engine.stale_cni_bridges("cni", tmp_path) == []  # CNI still owns them
+
+
+def test_the_doctor_names_iptables_before_any_container_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A brand-new host had netavark without iptables: every `podman run` failed with
+    "netavark: No such file or directory", and the doctor blamed the container start."""
+    monkeypatch.setattr(engine, "engine_info", lambda: NETAVARK)
+    monkeypatch.setattr(
+        engine, "helper_binary", lambda name, dirs=(): Path("/usr/lib/podman") / name
+    )
+    monkeypatch.setattr(engine, "firewall_binary", lambda: None)
+    check = doctor._network_backend(Path("."))
+    assert not check.ok
+    assert "iptables" in check.detail and "apt-get install iptables" in check.fix
+
+    monkeypatch.setattr(engine, "firewall_binary", lambda: Path("/usr/sbin/iptables"))
+    assert doctor._network_backend(Path(".")).ok
+
+
+def test_firewall_binary_is_found_off_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert engine.firewall_binary((str(tmp_path),)) is None
+    tool = tmp_path / "iptables"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert engine.firewall_binary((str(tmp_path),)) == tool
