@@ -59,6 +59,18 @@ LEAN_IDLE_ENV = {
     "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
     "LOG_NAME_UPDATE_INTERVAL_S": "5",
 }
+# Ray settings every node gets, whatever the idle mode; read at `ray start` by each node's
+# processes (the replicas included).
+RAY_NODE_ENV = {
+    # Ray returns a task's result inside the RPC reply up to this size, and through the
+    # object store above it (default 100 KiB). Serve 2.60's replica metadata (what the
+    # controller asks every replica for when it starts or recovers one) is 111 KB, so it
+    # goes through the worker's object store. Right after a head crash, the new head cannot
+    # pull from the worker's store until the nodes know each other again: recovery waited
+    # 10-30 s per replica there, and after Serve's 30 s limit the controller replaced every
+    # live replica (docs/reliability.md, head_restart_ft). 1 MiB keeps it in the reply.
+    "RAY_max_direct_call_object_size": str(1024 * 1024),
+}
 STOP_TIMEOUT = 10
 NODE_RESTARTS = 1  # see nodes.wait_until: Ray's 30 s registration limit on busy hosts
 
@@ -316,7 +328,13 @@ class Testbed:
         # The token's hash, not the token: a new token file means new nodes, never a label leak.
         token = hashlib.sha256((self.auth_token or "").encode()).hexdigest()[:16]
         raw = json.dumps(
-            {"spec": asdict(self.spec), "images": ids, "token": token, "lean": LEAN_IDLE_ENV},
+            {
+                "spec": asdict(self.spec),
+                "images": ids,
+                "token": token,
+                "lean": LEAN_IDLE_ENV,
+                "node": RAY_NODE_ENV,
+            },
             sort_keys=True,
             default=str,
         )
@@ -404,6 +422,7 @@ class Testbed:
             "RAY_USAGE_STATS_ENABLED": "0",
             # Read by Serve on each node at `ray start`: HAProxy in front of the replicas.
             "RAY_SERVE_ENABLE_HA_PROXY": "1" if self.spec.ingress == "haproxy" else "0",
+            **RAY_NODE_ENV,
             **(LEAN_IDLE_ENV if self.spec.idle == "lean" else {}),
             **self._auth_env(),
         }

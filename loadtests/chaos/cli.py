@@ -438,7 +438,8 @@ class Chaos:
             time.sleep(self.profile.fault_at_s)
             details = self.details()
             on_head = faults.replicas_on_head(details, apps)
-            on_worker = faults.replicas_on_other_nodes(details, [TARGET_APP])[TARGET_APP]
+            off_head = faults.replicas_on_other_nodes(details, apps)
+            on_worker = off_head[TARGET_APP]
             fault_at = time.time()
             say(f"head_restart_ft: killing {self.head}; {TARGET_APP} on the worker: {on_worker}")
             restart = self.tb.restart_head(self.python)
@@ -446,6 +447,7 @@ class Chaos:
             say(f"head_restart_ft: {restart} (kill, start, every node alive)")
             replaced_at = self._whole_at(on_head, 120)
             served, _ = self._served(apps, 5)
+            lost = faults.replaced(self.details(), off_head)
             # Whole means the head's own ingress answers again too (it starts after the
             # controller is back): users of that address see the cluster whole only then.
             after, answering_at = self._answering(apps, before, 60)
@@ -465,6 +467,8 @@ class Chaos:
             "ingress": "worker",
             "replicas_on_worker": on_worker,
             "replicas_on_head": on_head,
+            "replicas_off_head": off_head,
+            "replaced_off_head": lost,
             "restart": restart,
             "replaced_s": None if replaced_at is None else round(replaced_at - fault_at, 1),
             "head_ingress_s": None if answering_at is None else round(answering_at - fault_at, 1),
@@ -472,7 +476,7 @@ class Chaos:
             **result.figures(),
         }
         return gates.head_restart_ft(
-            apps, served, wrong, on_worker, recovery, result.requests, result.failures
+            apps, served, wrong, on_worker, lost, recovery, result.requests, result.failures
         )
 
     def fuzz_tags(self) -> gates.Outcome:

@@ -98,6 +98,16 @@ def _running_by_node(
     }
 
 
+def replaced(details: Mapping[str, Any], before: Mapping[str, Sequence[str]]) -> list[str]:
+    """Ids of the `before` replicas ({app: ids}) that no longer run: stopped and replaced."""
+    return [
+        rid
+        for app, ids in before.items()
+        for rid in ids
+        if rid not in running_identities(details, app)
+    ]
+
+
 def whole_without(details: Mapping[str, Any], gone: Mapping[str, Sequence[str]]) -> bool:
     """Every app in `gone` RUNNING with all its target replicas, none of them a `gone` one."""
     from mlray.output import replica_counts

@@ -193,17 +193,25 @@ def head_restart_ft(
     served: Mapping[str, str],
     wrong: Mapping[str, str],
     on_worker: Sequence[str],
+    replaced: Sequence[str],
     recovery_s: float | None,
     requests: int,
     failures: int,
 ) -> Outcome:
     """With the GCS in Redis, the worker's replicas serve through the head's restart (no
-    client retries) and every app is whole again within HEAD_RESTART_FT_MAX_RECOVERY_S, the
-    same predictions as before, without a deploy."""
+    client retries), Serve's new controller adopts them rather than replacing them, and every
+    app is whole again within HEAD_RESTART_FT_MAX_RECOVERY_S, the same predictions as
+    before, without a deploy."""
     success = rate(requests, failures)
     problems = []
     if not on_worker:
         problems.append("got no replica of the app on the worker at the restart; expected one")
+    if replaced:
+        problems.append(
+            f"got {len(replaced)} replica(s) off the head replaced across the restart "
+            f"({', '.join(replaced)}); expected Serve's new controller to recover them (it "
+            "replaces a replica whose recovery takes over 30 s)"
+        )
     problems += _low_success(success, requests, failures, HEAD_RESTART_FT_MIN_SUCCESS)
     problems += _apps_back(apps, served, wrong)
     problems += _slow_recovery(

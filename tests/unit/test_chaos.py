@@ -293,17 +293,32 @@ def test_worker_kill_finds_the_workers_replicas_and_when_the_apps_are_whole_with
 def test_head_restart_ft_gate():
     apps = ["iris-a", "iris-b"]
     running = dict.fromkeys(apps, "RUNNING")
-    ok = gates.head_restart_ft(apps, running, {}, ["r1"], 48.0, 5000, 20)
+    ok = gates.head_restart_ft(apps, running, {}, ["r1"], [], 48.0, 5000, 20)
     assert ok.passed and ok.success_rate == 0.996 and ok.recovery_s == 48.0
     assert "no deploy" in ok.detail
-    assert not gates.head_restart_ft(apps, running, {}, ["r1"], 48.0, 5000, 60).passed
-    assert not gates.head_restart_ft(apps, running, {}, [], 48.0, 5000, 0).passed  # untested
-    assert not gates.head_restart_ft(apps, running, {}, ["r1"], 61.0, 5000, 0).passed
-    assert not gates.head_restart_ft(apps, running, {}, ["r1"], None, 5000, 0).passed
-    lost = gates.head_restart_ft(apps, {"iris-a": "RUNNING"}, {}, ["r1"], 48.0, 5000, 0)
+    assert not gates.head_restart_ft(apps, running, {}, ["r1"], [], 48.0, 5000, 60).passed
+    assert not gates.head_restart_ft(apps, running, {}, [], [], 48.0, 5000, 0).passed  # untested
+    assert not gates.head_restart_ft(apps, running, {}, ["r1"], [], 61.0, 5000, 0).passed
+    assert not gates.head_restart_ft(apps, running, {}, ["r1"], [], None, 5000, 0).passed
+    lost = gates.head_restart_ft(apps, {"iris-a": "RUNNING"}, {}, ["r1"], [], 48.0, 5000, 0)
     assert not lost.passed and "iris-b: absent" in lost.detail
-    wrong = gates.head_restart_ft(apps, running, {"iris-a": "[0] -> HTTP 503"}, ["r1"], 4, 9, 0)
+    wrong = gates.head_restart_ft(apps, running, {"iris-a": "[0] -> HTTP 503"}, ["r1"], [], 4, 9, 0)
     assert not wrong.passed and "iris-a: [0] -> HTTP 503" in wrong.detail
+    # Serving throughout and back in time, but by new replicas: the controller gave up on
+    # recovering the live ones (Ray 2.60 without RAY_max_direct_call_object_size, 2026-12-04).
+    redone = gates.head_restart_ft(apps, running, {}, ["r1"], ["r1", "r2"], 56.5, 5000, 0)
+    assert not redone.passed and "2 replica(s) off the head replaced" in redone.detail
+
+
+def test_replaced_lists_replicas_that_no_longer_run():
+    before = {"a": ["a1", "a2"], "b": ["b1"]}
+    after = {"applications": {
+        "a": _app("RUNNING", 2, ("a1", "RUNNING", "w"), ("a9", "RUNNING", "w")),
+        "b": _app("RUNNING", 1, ("b1", "RUNNING", "w")),
+    }}  # fmt: skip
+    assert faults.replaced(after, before) == ["a2"]
+    after["applications"]["b"] = _app("RUNNING", 1, ("b1", "STOPPING", "w"))
+    assert faults.replaced(after, before) == ["a2", "b1"]
 
 
 def test_worker_kill_gate():
