@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from mlray.cluster_env import RAY_NODE_ENV
 from mlray.config import ClusterConfig, KubernetesSettings, PodSize
 from mlray.errors import ConfigError
 from mlray.ray_api import ClusterFacts
@@ -61,7 +62,7 @@ def service_name(cluster_name: str, cluster: ClusterConfig) -> str:
 def _container(
     name: str, k8s: KubernetesSettings, image: str, size: PodSize, ports: dict[str, int]
 ) -> dict[str, Any]:
-    env = {"RAY_SERVE_ENABLE_HA_PROXY": "1"} if k8s.ha_proxy else {}
+    env = {**RAY_NODE_ENV, **({"RAY_SERVE_ENABLE_HA_PROXY": "1"} if k8s.ha_proxy else {})}
     env.update(k8s.env)
     quantities = {"cpu": size.cpu, "memory": size.memory}
     container: dict[str, Any] = {

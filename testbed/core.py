@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from mlray.cluster_env import RAY_NODE_ENV
 from testbed import doctor, engine, images, nodes
 from testbed.errors import TestbedError
 from testbed.spec import GCS_FT_MODES, LABEL, TestbedSpec, load_spec
@@ -58,18 +59,6 @@ LEAN_IDLE_ENV = {
     # new lines at once; new files are picked up within 5 s.
     "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
     "LOG_NAME_UPDATE_INTERVAL_S": "5",
-}
-# Ray settings every node gets, whatever the idle mode; read at `ray start` by each node's
-# processes (the replicas included).
-RAY_NODE_ENV = {
-    # Ray returns a task's result inside the RPC reply up to this size, and through the
-    # object store above it (default 100 KiB). Serve 2.60's replica metadata (what the
-    # controller asks every replica for when it starts or recovers one) is 111 KB, so it
-    # goes through the worker's object store. Right after a head crash, the new head cannot
-    # pull from the worker's store until the nodes know each other again: recovery waited
-    # 10-30 s per replica there, and after Serve's 30 s limit the controller replaced every
-    # live replica (docs/reliability.md, head_restart_ft). 1 MiB keeps it in the reply.
-    "RAY_max_direct_call_object_size": str(1024 * 1024),
 }
 STOP_TIMEOUT = 10
 NODE_RESTARTS = 1  # see nodes.wait_until: Ray's 30 s registration limit on busy hosts

@@ -126,7 +126,10 @@ def test_defaults_a_user_applies_after_changing_only_the_image():
     worker = workers["template"]["spec"]["containers"][0]
     assert head["image"] == worker["image"] == "localhost/mlray-ray:py3.11"
     for c in (head, worker):
-        assert c["env"] == [{"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"}]
+        assert c["env"] == [
+            {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"},
+            {"name": "RAY_max_direct_call_object_size", "value": "1048576"},
+        ]
         assert (
             c["resources"]["requests"] == c["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
         )
@@ -148,8 +151,11 @@ def test_every_setting_lands_where_kuberay_reads_it():
     assert head["resources"]["limits"] == {"cpu": "4", "memory": "8Gi"}
     assert worker["resources"]["limits"] == {"cpu": "500m", "memory": "2G"}
     assert head["image"] == FULL["image"]
-    # HAProxy off: only the user's env; a token never appears as a value
-    assert head["env"] == [{"name": "PIP_INDEX_URL", "value": "https://pypi.example.com/simple"}]
+    # HAProxy off: mlray's node settings and the user's env; a token never appears as a value
+    assert head["env"] == [
+        {"name": "PIP_INDEX_URL", "value": "https://pypi.example.com/simple"},
+        {"name": "RAY_max_direct_call_object_size", "value": "1048576"},
+    ]
     (group,) = rc["workerGroupSpecs"]
     assert (group["minReplicas"], group["replicas"], group["maxReplicas"]) == (0, 0, 10)
 

@@ -114,7 +114,7 @@ def test_gcs_fault_tolerance_is_off_by_default_and_redis_puts_the_heads_state_th
         load_spec(_write(tmp_path))
 
 
-def test_serve_replica_metadata_fits_in_an_rpc_reply_on_testbed_nodes() -> None:
+def test_serve_replica_metadata_fits_in_an_rpc_reply_on_mlray_nodes() -> None:
     """Serve's controller asks every replica it starts or recovers for its metadata. Above
     Ray's inline limit the answer goes through the replica node's object store, which a new
     head cannot reach for 10-30 s after a crash: the controller then replaced every live
@@ -123,7 +123,7 @@ def test_serve_replica_metadata_fits_in_an_rpc_reply_on_testbed_nodes() -> None:
     from ray import cloudpickle
     from ray.serve._private.config import DeploymentConfig
 
-    from testbed.core import RAY_NODE_ENV
+    from mlray.cluster_env import RAY_NODE_ENV
 
     limit = int(RAY_NODE_ENV.get("RAY_max_direct_call_object_size", 100 * 1024))
     metadata = len(cloudpickle.dumps(DeploymentConfig()))
