@@ -37,6 +37,7 @@ NETWORK_FIX = (
     '`[network] network_backend = "netavark"` in a containers.conf drop-in '
     "(`bash testbed/setup-host.sh` does both), then `python -m testbed doctor` again"
 )
+FIREWALL_FIX = "`apt-get install iptables` (`bash testbed/setup-host.sh` does it)"
 OUTBOUND_FIX = (
     "compare `ip route` with `podman network inspect podman`: a leftover `cni-podman0` bridge "
     "shadows netavark's default network after a switch from CNI (`ip link delete cni-podman0`; "
@@ -109,9 +110,6 @@ def _host_settings(state_dir: Path) -> Check:
     if changes:
         return Check("host settings", True, "; ".join(changes))
     return Check("host settings", True, "none needed beyond what containers.conf sets")
-
-
-FIREWALL_FIX = "`apt-get install iptables` (`bash testbed/setup-host.sh` does it)"
 
 
 def _network_backend(_: Path) -> Check:

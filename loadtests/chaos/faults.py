@@ -100,12 +100,11 @@ def _running_by_node(
 
 def replaced(details: Mapping[str, Any], before: Mapping[str, Sequence[str]]) -> list[str]:
     """Ids of the `before` replicas ({app: ids}) that no longer run: stopped and replaced."""
-    return [
-        rid
-        for app, ids in before.items()
-        for rid in ids
-        if rid not in running_identities(details, app)
-    ]
+    gone: list[str] = []
+    for app, ids in before.items():
+        running = running_identities(details, app)
+        gone += [rid for rid in ids if rid not in running]
+    return gone
 
 
 def whole_without(details: Mapping[str, Any], gone: Mapping[str, Sequence[str]]) -> bool:
