@@ -6,23 +6,28 @@
 A model of one replica, not a claim about the real server. Closed-loop clients (no think
 time) each send one request after another; a request spends ``--network-ms`` outside the
 replica (half each way, each half drawn uniformly within +-``--jitter`` of itself so that
-clients do not move in lockstep; the replica cannot see it), is "read and parsed" on the event loop
-(``--parse-ms`` of busy CPU, holding the loop as the GIL-bound parse does), then predicted
-on one predict thread whose cost is ``--base-ms`` + ``--row-ms`` per row (a sleep in the
-thread). Modes:
+clients do not move in lockstep; the replica cannot see it), then passes a proxy that handles
+one request at a time for ``--proxy-ms`` each (a sleep on one "proxy" thread: HAProxy and
+Serve's HTTP proxy, which spread a burst of requests out and which the replica cannot see
+either), is "read and parsed" on the event loop (``--parse-ms`` of busy CPU, holding the loop
+as the GIL-bound parse does), then predicted on one predict thread whose cost is
+``--base-ms`` + ``--row-ms`` per row (a sleep in the thread; with ``--cpu-bound``, busy CPU
+holding the GIL instead, so that a predict competes with the loop as pandas and most small
+models do and fewer, larger batches free CPU). Modes:
 
 - ``unbatched``: every request predicted on its own;
 - ``ray``: a batch closes only when full or at the timeout (Ray Serve's ``wait_for_batch``);
 - ``ray+bypass``: that, but a request with nothing pending is predicted at once (mlray before
   its own queue);
-- ``mlray``: ``mlray.serving.batch_queue``, which also closes a batch when nothing more is on
-  its way.
+- ``mlray-nolinger``: ``mlray.serving.batch_queue`` without its linger: it also closes a batch
+  as soon as nothing more is on its way;
+- ``mlray``: ``mlray.serving.batch_queue``, which under load lingers a little for stragglers
+  before closing on "nothing on the way".
 
 Prints rps, p50 and p99 latency, the mean batch size and how batches closed (full / nothing
-more on its way / timeout) per mode and concurrency; with ``--repeat N`` every run is done N
-times, modes interleaved, and each figure is the median (the close counts are those of the
-middle run). Figures move with the host's load:
-compare modes within one run.
+more on its way / after a linger / timeout) per mode and concurrency; with ``--repeat N``
+every run is done N times, modes interleaved, and each figure is the median (the close counts
+are those of the middle run). Figures move with the host's load: compare modes within one run.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from dataclasses import dataclass, field
 
 from mlray.serving.batch_queue import CLOSE_REASONS, BatchQueue
 
-MODES = ("unbatched", "ray", "ray+bypass", "mlray")
+MODES = ("unbatched", "ray", "ray+bypass", "mlray-nolinger", "mlray")
 WARMUP_S = 0.5
 
 
@@ -53,6 +58,8 @@ class Settings:
     parse_s: float = 0.0002
     network_s: float = 0.001
     jitter: float = 0.5
+    proxy_s: float = 0.0002
+    cpu_bound: bool = False
 
 
 @dataclass
@@ -63,7 +70,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     mean_batch: float
-    closed: str  # batches closed full / nothing on the way / timeout, after the warm-up
+    closed: str  # batches closed full / nothing on the way / linger / timeout, after warm-up
 
 
 @dataclass
@@ -78,11 +85,16 @@ class _Replica:
     def __post_init__(self) -> None:
         s = self.settings
         self.queue = BatchQueue(
-            self._predict_batch, s.max_batch_size, s.wait_s, close_early=self.mode == "mlray"
+            self._predict_batch,
+            s.max_batch_size,
+            s.wait_s,
+            close_early=self.mode.startswith("mlray"),
+            linger=self.mode == "mlray",
         )
 
     def _predict(self, n_requests: int) -> None:
-        time.sleep(self.settings.base_s + self.settings.row_s * self.settings.rows * n_requests)
+        cost = self.settings.base_s + self.settings.row_s * self.settings.rows * n_requests
+        (_spin if self.settings.cpu_bound else time.sleep)(cost)
 
     async def _on_thread(self, n_requests: int) -> None:
         self.sizes.append(n_requests)
@@ -121,6 +133,8 @@ def _spin(seconds: float) -> None:
 
 async def _run(mode: str, clients: int, s: Settings) -> Result:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+    proxy = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="proxy")
+    loop = asyncio.get_running_loop()
     replica = _Replica(mode, s, pool)
     start = time.perf_counter()
     measure_from, stop_at = start + WARMUP_S, start + WARMUP_S + s.seconds
@@ -140,6 +154,8 @@ async def _run(mode: str, clients: int, s: Settings) -> Result:
             if sent >= stop_at:
                 return
             await asyncio.sleep(outside())
+            if s.proxy_s:
+                await loop.run_in_executor(proxy, time.sleep, s.proxy_s)
             await replica.handle(n * 1_000_000 + k)
             await asyncio.sleep(outside())
             done = time.perf_counter()
@@ -155,6 +171,7 @@ async def _run(mode: str, clients: int, s: Settings) -> Result:
 
     await asyncio.gather(mark_warmup_end(), *(client(n) for n in range(clients)))
     pool.shutdown(wait=True)
+    proxy.shutdown(wait=True)
     sizes = replica.sizes[sizes_before[0] :] if sizes_before else replica.sizes
     ordered = sorted(latencies)
     assert replica.queue is not None
@@ -232,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parse-ms", type=float, default=0.2, help="loop time per request")
     parser.add_argument("--network-ms", type=float, default=1.0, help="round trip outside")
     parser.add_argument("--jitter", type=float, default=0.5, help="of each network half, 0..1")
+    parser.add_argument("--proxy-ms", type=float, default=0.2, help="proxy time per request")
+    parser.add_argument(
+        "--cpu-bound", action="store_true", help="predict spins holding the GIL, not sleeps"
+    )
     args = parser.parse_args(argv)
     modes = _csv(str, args.modes, "--modes")
     unknown = [m for m in modes if m not in MODES]
@@ -247,18 +268,22 @@ def main(argv: list[str] | None = None) -> int:
         parse_s=args.parse_ms / 1e3,
         network_s=args.network_ms / 1e3,
         jitter=args.jitter,
+        proxy_s=args.proxy_ms / 1e3,
+        cpu_bound=args.cpu_bound,
     )
     if args.repeat < 1:
         raise SystemExit(f"got {args.repeat} for --repeat; expected an integer >= 1")
+    if args.proxy_ms < 0:
+        raise SystemExit(f"got {args.proxy_ms} for --proxy-ms; expected a number >= 0")
     if not 0 <= args.jitter <= 1:
         raise SystemExit(f"got {args.jitter} for --jitter; expected a number from 0 to 1")
     print(
         f"# model: predict {args.base_ms} ms + {args.row_ms} ms/row x {args.rows} row(s), "
         f"parse {args.parse_ms} ms on the loop, {args.network_ms} ms outside "
-        f"(+-{args.jitter:.0%}); max_batch_size "
+        f"(+-{args.jitter:.0%}), proxy {args.proxy_ms} ms one at a time; max_batch_size "
         f"{args.max_batch_size}, wait {args.wait_ms} ms; {args.seconds} s per run"
     )
-    print("| mode | clients | rps | p50 | p99 | mean batch | closed full/early/timeout |")
+    print("| mode | clients | rps | p50 | p99 | mean batch | closed full/early/linger/timeout |")
     print("|---|---:|---:|---:|---:|---:|---|")
     run(modes, _csv(int, args.levels, "--levels"), settings, args.repeat)
     return 0

@@ -211,7 +211,7 @@ class Session:
             "batch_size_histogram": {str(k): v for k, v in histogram.items()},
             "batches": sum(histogram.values()),
             "mean_batch_size": None if mean is None else round(mean, 2),
-            # Why batches closed: full, nothing more on its way, or the timeout.
+            # Why batches closed: full, nothing more on its way, after a linger, or the timeout.
             "closed_by": dict(sorted(closes.items())),
             "rps_batched": batched.rps,
             "rps_unbatched": unbatched.rps,

@@ -117,7 +117,7 @@ def batch_histograms(metadata_url: str, replicas: int, tries: int = 40) -> dict[
 
 
 def batch_closes(metadata_url: str, replicas: int, tries: int = 40) -> dict[str, Counter[str]]:
-    """{replica id: why a batch closed (full, nothing_on_the_way, timeout) -> batches}."""
+    """{replica id: why a batch closed (full, nothing_on_the_way, linger, timeout) -> batches}."""
     return _batching_counters(metadata_url, replicas, "closed_by", str, tries)
 
 

@@ -9,7 +9,19 @@ closes on whichever comes first:
 
 - it is full (``max_batch_size`` items);
 - nothing is on its way (``incoming()`` count 0): every request that could join has joined;
+- under load, nothing has been on its way for a short linger (below);
 - ``batch_wait_timeout_s`` has passed since its first item was submitted.
+
+The linger: requests still outside the replica (in a proxy, or in the HTTP server before the
+handler runs) are invisible to ``incoming()``, so under concurrent load a batch closing on
+"nothing on the way" often misses requests a millisecond out. When recent batches were large
+(a running mean of at least ``LINGER_MIN_BATCH``, each batch counted at the size it had when
+nothing was on its way, before any linger, so that the linger does not feed itself), a batch
+with nothing on its way waits for stragglers up to ``LINGER_PREDICT_FRACTION`` of the recent
+predict time (running mean of the handler's duration), and never more than
+``LINGER_TIMEOUT_FRACTION`` of ``batch_wait_timeout_s``; it still closes at once when full.
+Light traffic (recent batches of 1-2, or no predict measured yet) gets no linger: a lone
+request on an idle queue is then handled at once.
 
 One batch is handled at a time (a single worker task awaits the handler), so while the
 predictor is busy the next requests gather and go together, up to the maximum, without a
@@ -30,8 +42,14 @@ R = TypeVar("R")
 
 FULL = "full"
 NOTHING_ON_THE_WAY = "nothing_on_the_way"
+LINGER = "linger"
 TIMEOUT = "timeout"
-CLOSE_REASONS = (FULL, NOTHING_ON_THE_WAY, TIMEOUT)
+CLOSE_REASONS = (FULL, NOTHING_ON_THE_WAY, LINGER, TIMEOUT)
+
+LINGER_MIN_BATCH = 3.0  # running mean batch size from which the replica counts as under load
+LINGER_PREDICT_FRACTION = 0.5  # the linger's bound, as a fraction of the recent predict time
+LINGER_TIMEOUT_FRACTION = 0.25  # and as a fraction of batch_wait_timeout_s
+RECENT_WEIGHT = 0.5  # weight of the newest batch in the running means
 
 
 @dataclass
@@ -51,7 +69,8 @@ class BatchQueue(Generic[T, R]):
     is dropped from its batch (or its result discarded), the others are unaffected.
 
     ``close_early=False`` turns off the close on "nothing on the way": a batch then waits for
-    a full batch or the timeout, as Ray Serve's does (kept for the micro-bench).
+    a full batch or the timeout, as Ray Serve's does; ``linger=False`` turns off the linger
+    (both kept for the micro-bench).
     """
 
     def __init__(
@@ -61,12 +80,16 @@ class BatchQueue(Generic[T, R]):
         batch_wait_timeout_s: float = 0.01,
         *,
         close_early: bool = True,
+        linger: bool = True,
     ) -> None:
         self._handler = handler
         self._max_batch_size = 1
         self._timeout_s = 0.0
         self.configure(max_batch_size, batch_wait_timeout_s)
         self.close_early = close_early
+        self.linger = linger
+        self.recent_batch = 0.0  # running means of batch sizes and of the handler's seconds
+        self.recent_predict_s = 0.0
         self._entries: deque[_Entry] = deque()
         self._incoming = 0
         # Made in the loop that first submits (the replica's __init__ may run elsewhere).
@@ -87,6 +110,15 @@ class BatchQueue(Generic[T, R]):
     @property
     def incoming_count(self) -> int:
         return self._incoming
+
+    def linger_s(self, batch_wait_timeout_s: float) -> float:
+        """How long a batch with nothing on its way waits for stragglers; 0 unless under load."""
+        if not self.linger or self.recent_batch < LINGER_MIN_BATCH:
+            return 0.0
+        return min(
+            LINGER_PREDICT_FRACTION * self.recent_predict_s,
+            LINGER_TIMEOUT_FRACTION * batch_wait_timeout_s,
+        )
 
     def configure(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         """New settings, used from the next batch on (the one gathering keeps its own)."""
@@ -140,10 +172,13 @@ class BatchQueue(Generic[T, R]):
             if len(batch) == 1 and batch[0].found_idle and not waited:
                 self.at_once += 1
             self._handling = True
+            started = asyncio.get_running_loop().time()
             try:
                 await self._handle(batch)
             finally:
                 self._handling = False
+                elapsed = asyncio.get_running_loop().time() - started
+                self.recent_predict_s += RECENT_WEIGHT * (elapsed - self.recent_predict_s)
 
     def _live(self) -> int:
         """Entries whose caller still waits; cancelled ones are dropped here."""
@@ -156,26 +191,39 @@ class BatchQueue(Generic[T, R]):
         assert self._wake is not None
         loop = asyncio.get_running_loop()
         max_size, timeout_s = self._max_batch_size, self._timeout_s
+        linger_s = self.linger_s(timeout_s)
+        linger_until: float | None = None  # set when nothing is on the way for the first time
+        unlingered = 0  # the batch's size then: what it would have been without the linger
         waited = False
         while True:
             live = self._live()
             if live == 0:
                 return None
-            deadline = self._entries[0].submitted_at + timeout_s
+            now = loop.time()
+            deadline = until = self._entries[0].submitted_at + timeout_s
+            nothing_on_the_way = self.close_early and self._incoming == 0
+            reason = ""
             if live >= max_size:
                 reason = FULL
-            elif self.close_early and self._incoming == 0:
+            elif nothing_on_the_way and linger_s == 0:
                 reason = NOTHING_ON_THE_WAY
-            elif loop.time() >= deadline:
+            elif now >= deadline:
                 reason = TIMEOUT
-            else:
+            elif nothing_on_the_way:
+                if linger_until is None:
+                    linger_until, unlingered = now + linger_s, live
+                until = min(linger_until, deadline)
+                reason = LINGER if now >= linger_until else ""
+            if not reason:
                 waited = True
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), deadline - loop.time())
+                    await asyncio.wait_for(self._wake.wait(), until - now)
                 continue
             self.closed_by[reason] += 1
             batch = [self._entries.popleft() for _ in range(min(live, max_size))]
+            size = unlingered or len(batch)  # the load as seen without the linger's own effect
+            self.recent_batch += RECENT_WEIGHT * (size - self.recent_batch)
             return batch, waited
 
     async def _handle(self, batch: list[_Entry]) -> None:
@@ -200,4 +248,4 @@ class BatchQueue(Generic[T, R]):
                 entry.future.set_result(result)
 
 
-__all__ = ["CLOSE_REASONS", "FULL", "NOTHING_ON_THE_WAY", "TIMEOUT", "BatchQueue"]
+__all__ = ["CLOSE_REASONS", "FULL", "LINGER", "NOTHING_ON_THE_WAY", "TIMEOUT", "BatchQueue"]

@@ -18,9 +18,14 @@ def test_the_ray_like_mode_waits_the_timeout_and_mlray_does_not():
     ray = _run("ray", 1, wait_s=0.05)
     mlray = _run("mlray", 1, wait_s=0.05)
     assert ray.p50_ms >= 45, ray
-    assert ray.closed.split("/")[2] != "0", ray  # closed by the timeout
+    assert ray.closed.split("/")[-1] != "0", ray  # closed by the timeout
     assert mlray.p50_ms < 30, mlray
-    assert mlray.closed.split("/")[2] == "0", mlray
+    assert mlray.closed.split("/")[-1] == "0", mlray
+
+
+def test_the_nolinger_mode_never_lingers():
+    closed = _run("mlray-nolinger", 8).closed.split("/")  # full/early/linger/timeout
+    assert closed[2] == "0" and closed[1] != "0", closed
 
 
 def test_unbatched_predicts_one_at_a_time_and_batched_modes_merge_under_load():
@@ -35,7 +40,14 @@ def test_the_bench_prints_a_row_per_mode_and_level(capsys):
 
 
 @pytest.mark.parametrize(
-    "argv", [["--modes", "fast"], ["--levels", "x"], ["--repeat", "0"], ["--jitter", "2"]]
+    "argv",
+    [
+        ["--modes", "fast"],
+        ["--levels", "x"],
+        ["--repeat", "0"],
+        ["--jitter", "2"],
+        ["--proxy-ms", "-1"],
+    ],
 )
 def test_the_bench_refuses_bad_options(argv):
     with pytest.raises(SystemExit, match="got "):

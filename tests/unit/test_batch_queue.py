@@ -360,3 +360,120 @@ def test_a_request_that_leaves_without_submitting_releases_the_batch():
     assert outcomes[0] == 2 and isinstance(outcomes[1], ValueError)
     assert elapsed < QUICK_S, elapsed
     assert queue.incoming_count == 0
+
+
+def _under_load(queue: BatchQueue, batch: float = 8.0, predict_s: float = 0.4) -> None:
+    """As if recent batches averaged ``batch`` requests and ``predict_s`` seconds."""
+    queue.recent_batch, queue.recent_predict_s = batch, predict_s
+
+
+def _stragglers(linger: bool) -> tuple[list[int], dict[str, int]]:
+    """Sustained load (two batches of 8), then a request and a straggler 20 ms behind it that
+    no ``incoming()`` announces, as one still in the proxy: batch sizes and close counts."""
+    fake = FakePredictor(cost_s=0.8)
+    queue = _queue(fake, linger=linger)
+
+    async def main():
+        for _ in range(2):
+            await asyncio.gather(*(_request(queue, i) for i in range(8)))
+        first = asyncio.create_task(_request(queue, 100))
+        await asyncio.sleep(0.02)
+        await asyncio.gather(first, _request(queue, 101))
+
+    run(main)
+    return fake.sizes, dict(queue.closed_by)
+
+
+def test_under_load_a_batch_lingers_for_a_straggler_nothing_announced():
+    # Two batches of 8 taking 0.8 s each: a linger of min(0.5 x ~0.6 s, 0.25 x 3 s) ~ 0.3 s,
+    # fifteen times the straggler's 20 ms. (The second batch of 8 lingered too, for nothing.)
+    sizes, closed = _stragglers(linger=True)
+    assert sizes == [8, 8, 2]
+    assert closed[batch_queue.LINGER] == 2
+
+
+def test_without_the_linger_the_straggler_misses_the_batch():
+    """The test above can fail: the batch closes on "nothing on the way" at once."""
+    sizes, closed = _stragglers(linger=False)
+    assert sizes == [8, 8, 1, 1]
+    assert closed[batch_queue.LINGER] == 0
+
+
+def test_after_light_traffic_a_lone_request_is_predicted_at_once_whatever_the_predict_time():
+    fake = FakePredictor()
+    queue = _queue(fake)
+    _under_load(queue, batch=1.5, predict_s=100.0)  # recent batches of 1-2: no load
+    assert queue.linger_s(LONG_WAIT_S) == 0.0
+
+    async def main():
+        start = time.monotonic()
+        await _request(queue, 1)
+        return time.monotonic() - start
+
+    assert run(main) < QUICK_S
+    assert queue.at_once == 1 and queue.closed_by[batch_queue.NOTHING_ON_THE_WAY] == 1
+
+
+def test_a_fresh_queue_never_lingers_and_load_that_ends_stops_the_linger():
+    fake = FakePredictor(cost_s=0.05)
+    queue = _queue(fake)
+    assert queue.linger_s(LONG_WAIT_S) == 0.0  # no predict measured yet
+
+    async def main():
+        await asyncio.gather(*(_request(queue, i) for i in range(16)))
+        lingered = queue.linger_s(LONG_WAIT_S)
+        for i in range(4):  # the load is gone: lone requests, one after another
+            await _request(queue, i)
+        return lingered
+
+    lingered = run(main)
+    assert 0 < lingered <= batch_queue.LINGER_PREDICT_FRACTION * QUICK_S
+    assert queue.linger_s(LONG_WAIT_S) == 0.0
+    assert fake.sizes == [16, 1, 1, 1, 1]
+    assert queue.at_once >= 2  # the last lone requests went at once again
+
+
+def test_the_linger_is_bounded_by_a_fraction_of_the_predict_and_of_the_timeout():
+    queue = _queue(FakePredictor())
+    _under_load(queue, predict_s=0.4)
+    assert queue.linger_s(3.0) == pytest.approx(batch_queue.LINGER_PREDICT_FRACTION * 0.4)
+    _under_load(queue, predict_s=100.0)
+    assert queue.linger_s(3.0) == pytest.approx(batch_queue.LINGER_TIMEOUT_FRACTION * 3.0)
+    assert queue.linger_s(0.0) == 0.0
+    queue.linger = False
+    assert queue.linger_s(3.0) == 0.0
+
+
+@pytest.mark.parametrize(("predict_s", "low", "high"), [(0.4, 0.19, QUICK_S), (100.0, 0.74, 2.0)])
+def test_a_lone_request_under_load_waits_the_linger_and_never_the_timeout(predict_s, low, high):
+    # Linger 0.2 s (half the predict), then 0.75 s (a quarter of the 3 s timeout) at most.
+    fake = FakePredictor()
+    queue = _queue(fake)
+    _under_load(queue, predict_s=predict_s)
+
+    async def main():
+        start = time.monotonic()
+        await _request(queue, 1)
+        return time.monotonic() - start
+
+    elapsed = run(main)
+    assert low <= elapsed < high, elapsed
+    assert queue.closed_by[batch_queue.LINGER] == 1 and queue.closed_by[batch_queue.TIMEOUT] == 0
+    assert queue.at_once == 0
+
+
+def test_a_lingering_batch_closes_at_once_when_full():
+    fake = FakePredictor()
+    queue = _queue(fake, size=2)
+    _under_load(queue, predict_s=100.0)  # a 0.75 s linger
+
+    async def main():
+        start = time.monotonic()
+        first = asyncio.create_task(_request(queue, 1))
+        await asyncio.sleep(0.02)
+        await asyncio.gather(first, _request(queue, 2))
+        return time.monotonic() - start
+
+    assert run(main) < 0.7
+    assert fake.batches == [[1, 2]] and queue.closed_by[batch_queue.FULL] == 1
+    assert queue.recent_batch == 4.5  # the batch counts as the 1 it was when it began to linger

@@ -122,7 +122,12 @@ def test_a_bad_request_in_a_batch_fails_alone_and_the_model_is_never_called_conc
     assert dict(replica._batch_histogram) == {4: 1, 2: 1}
     assert replica._batched_rows == 12
     assert replica._model.max_running == 1
-    assert dict(replica._batches.closed_by) == {"full": 1, "nothing_on_the_way": 1, "timeout": 0}
+    assert dict(replica._batches.closed_by) == {
+        "full": 1,
+        "nothing_on_the_way": 1,
+        "linger": 0,
+        "timeout": 0,
+    }
 
 
 def test_scored_requests_still_being_read_join_the_batch_then_it_closes_without_the_timeout():
