@@ -20,8 +20,10 @@ nothing was on its way, before any linger, so that the linger does not feed itse
 with nothing on its way waits for stragglers up to ``LINGER_PREDICT_FRACTION`` of the recent
 predict time (running mean of the handler's duration), and never more than
 ``LINGER_TIMEOUT_FRACTION`` of ``batch_wait_timeout_s``; it still closes at once when full.
-Light traffic (recent batches of 1-2, or no predict measured yet) gets no linger: a lone
-request on an idle queue is then handled at once.
+Light traffic (recent batches of 1-2, or no predict measured yet) gets no linger, and
+neither does a batch whose first request found the replica idle (nothing queued, no batch
+being handled): a request that arrives with nothing else queued is handled at once, even
+right after a burst.
 
 One batch is handled at a time (a single worker task awaits the handler), so while the
 predictor is busy the next requests gather and go together, up to the maximum, without a
@@ -202,10 +204,13 @@ class BatchQueue(Generic[T, R]):
             now = loop.time()
             deadline = until = self._entries[0].submitted_at + timeout_s
             nothing_on_the_way = self.close_early and self._incoming == 0
+            # A batch begun by a request that found the replica idle never lingers: only
+            # requests that arrived while it was busy wait for stragglers.
+            lingers = linger_s > 0 and not self._entries[0].found_idle
             reason = ""
             if live >= max_size:
                 reason = FULL
-            elif nothing_on_the_way and linger_s == 0:
+            elif nothing_on_the_way and not lingers:
                 reason = NOTHING_ON_THE_WAY
             elif now >= deadline:
                 reason = TIMEOUT
