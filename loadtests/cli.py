@@ -400,8 +400,10 @@ def run_all(args: argparse.Namespace) -> int:
 def _header(args: argparse.Namespace, tb: Any, adopted: bool) -> dict[str, Any]:
     import importlib.metadata as md
 
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                         text=True, check=False).stdout.strip()  # fmt: skip
+    # "-dirty" when the working tree differs from HEAD: an A/B run of an uncommitted change
+    # must not read as a run of the commit.
+    sha = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"], cwd=ROOT,
+                         capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
     return {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "profile": args.profile,

@@ -48,7 +48,7 @@ def test_token_auth_is_the_default_and_none_turns_it_off(tmp_path, monkeypatch):
         load_spec(_write(tmp_path))
 
 
-def test_lean_idle_is_the_default_and_puts_rays_own_settings_on_every_node(tmp_path, monkeypatch):
+def test_lean_idle_is_the_default_and_puts_rays_own_settings_and_flags_on_every_node(tmp_path, monkeypatch):
     from testbed.core import LEAN_IDLE_ENV, Testbed
     from testbed.trust import Trust
 
@@ -59,10 +59,12 @@ def test_lean_idle_is_the_default_and_puts_rays_own_settings_on_every_node(tmp_p
     assert lean.spec.idle == "lean"
     env = lean._ray_env(Trust(None, {}))
     assert LEAN_IDLE_ENV.items() <= env.items()
-    assert all(key.startswith(("RAY_", "REPORTER_", "LOG_NAME_")) for key in LEAN_IDLE_ENV)
+    assert all(key.startswith(("RAY_", "REPORTER_")) for key in LEAN_IDLE_ENV)
+    assert "--include-log-monitor=False" in lean._ray_args()
     monkeypatch.setenv("MLRAY_TESTBED_IDLE", "default")
     plain = Testbed(load_spec(_write(tmp_path)))
     assert not LEAN_IDLE_ENV.keys() & plain._ray_env(Trust(None, {})).keys()
+    assert not any(arg.startswith("--include-log-monitor") for arg in plain._ray_args())
     monkeypatch.setenv("MLRAY_TESTBED_IDLE", "off")
     with pytest.raises(TestbedError, match=r"got idle='off' .*; expected one of lean, default"):
         load_spec(_write(tmp_path))
