@@ -41,8 +41,9 @@ GCS_RECONNECT_TIMEOUT_S = 300
 PIP_CACHE_PATH = "/root/.cache/pip"
 SPEC_LABEL = "io.mlray.testbed.spec"
 # `idle: lean` (the default): Ray's and Serve's own settings, read at `ray start`, that make an
-# idle node poll and report less often. The idle testbed with 9 replicas used 41.0% of a core
-# with Ray's defaults and 33.9% with these (docs/performance.md, "Idle CPU of the testbed").
+# idle node poll and report less often. The demo-state testbed used 40.9% of a core with Ray's
+# defaults and the classic proxy, 31.4% with these, the flags below and HAProxy
+# (docs/performance.md, "Idle CPU of the testbed").
 LEAN_IDLE_ENV = {
     # The Serve controller's reconcile loop (Ray's default 0.1 s). Deploys, health checks and
     # autoscaling decisions run on it; 0.5 s is invisible next to a replica's start.

@@ -48,7 +48,9 @@ def test_token_auth_is_the_default_and_none_turns_it_off(tmp_path, monkeypatch):
         load_spec(_write(tmp_path))
 
 
-def test_lean_idle_is_the_default_and_puts_rays_own_settings_and_flags_on_every_node(tmp_path, monkeypatch):
+def test_lean_idle_is_the_default_and_puts_rays_own_settings_and_flags_on_every_node(
+    tmp_path, monkeypatch
+):
     from testbed.core import LEAN_IDLE_ENV, Testbed
     from testbed.trust import Trust
 
