@@ -510,22 +510,47 @@ class Testbed:
         spec.command = ["ray", "start", f"--address={head}:{RAY_GCS_PORT}", *self._ray_args()]
         return spec
 
-    def _check_dns(self, container: str) -> None:
-        """Workers find their head by name: fail now, clearly, if names do not resolve."""
+    def _check_dns(self, container: str, timeout_s: float = 10.0) -> None:
+        """Workers find their head by name: fail now, clearly, if names do not resolve.
+
+        The answer is expected at once. Without one, aardvark-dns is restarted once on the
+        network's current config (a CI host once lost container names this way, its engine
+        otherwise healthy), then the error carries what the engine says about the network.
+        """
         target = self.spec.mlflow_container
-        code = (
-            engine.docker_client()
-            .containers.get(container)
-            .exec_run(["python3", "-c", f"import socket; socket.gethostbyname({target!r})"])
-            .exit_code
+        probe = (
+            "import socket\n"
+            f"try: socket.gethostbyname({target!r})\n"
+            "except OSError as exc: raise SystemExit(f'{exc}; resolv.conf: ' + ' '.join("
+            "l.strip() for l in open('/etc/resolv.conf') if l.startswith('nameserver')))"
         )
-        if code != 0:
-            raise TestbedError(
-                f"got no DNS answer for {target} inside {container}; expected aardvark-dns to "
-                f"resolve container names on network {self.spec.network} (run "
-                "`python -m testbed doctor`, then down and up; see docs/testbed.md, "
-                "troubleshooting)"
-            )
+        handle = engine.docker_client().containers.get(container)
+
+        def resolves() -> tuple[bool, str]:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                code, output = handle.exec_run(["python3", "-c", probe])
+                if code == 0:
+                    return True, ""
+                if time.monotonic() > deadline:
+                    return False, output.decode(errors="replace").strip()[-300:]
+                time.sleep(0.5)
+
+        ok, said = resolves()
+        if ok:
+            return
+        before = engine.dns_diagnosis(self.spec.network)
+        healed = engine.restart_dns(self.spec.network, doctor.ensure_probe_image())
+        ok, said_after = resolves()
+        if ok:
+            _say(f"names did not resolve on {self.spec.network} ({before}); {healed}: they do now")
+            return
+        raise TestbedError(
+            f"got no DNS answer for {target} inside {container} ({said}); expected aardvark-dns "
+            f"to resolve container names on network {self.spec.network}. Engine side: {before}. "
+            f"Restarting aardvark-dns did not help ({healed}; then: {said_after}). Run "
+            "`python -m testbed doctor`, then down and up; see docs/testbed.md, troubleshooting"
+        )
 
     # ---- readiness -------------------------------------------------------------------------
 

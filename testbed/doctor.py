@@ -179,6 +179,13 @@ def _check(name: str, probe: Callable[[], str]) -> Check:
         return Check(name, False, str(exc), fix)
 
 
+def ensure_probe_image() -> str:
+    """The probe image's name, imported first if this host lacks it (the testbed's DNS repair
+    runs it too)."""
+    _ensure_probe_image()
+    return PROBE_IMAGE
+
+
 def _ensure_probe_image() -> str:
     if engine.run_podman("image", "exists", PROBE_IMAGE, check=False).returncode == 0:
         return f"{PROBE_IMAGE} (cached)"

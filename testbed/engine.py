@@ -8,10 +8,12 @@ needed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -273,12 +275,68 @@ def forget_stale_dns(network: str) -> None:
     """
     if run_podman("network", "exists", network, check=False).returncode == 0:
         return
+    (_aardvark_dir() / network).unlink(missing_ok=True)
+
+
+def _aardvark_dir() -> Path:
     if os.geteuid() == 0:
-        base = Path("/run/containers/networks/aardvark-dns")
-    else:
-        runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
-        base = Path(runtime_dir) / "containers" / "networks" / "aardvark-dns"
-    (base / network).unlink(missing_ok=True)
+        return Path("/run/containers/networks/aardvark-dns")
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return Path(runtime_dir) / "containers" / "networks" / "aardvark-dns"
+
+
+def dns_diagnosis(network: str) -> str:
+    """One line on the engine's side of name resolution, for an error message; never raises."""
+    facts = []
+    proc = run_podman("network", "inspect", network, check=False, timeout=30)
+    try:
+        inspected = json.loads(proc.stdout)[0]
+        gateways = [s.get("gateway", "?") for s in inspected.get("subnets", [])]
+        facts.append(f"dns_enabled={inspected.get('dns_enabled')} gateway={','.join(gateways)}")
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+        facts.append(f"`podman network inspect {network}` said: {proc.stderr.strip()[-200:]}")
+    base = _aardvark_dir()
+    pid_file = base / "aardvark.pid"
+    try:
+        pid = pid_file.read_text().strip()
+        comm = Path(f"/proc/{pid}/comm")
+        running = comm.read_text().strip() if comm.exists() else "no such process"
+        facts.append(f"{pid_file} names pid {pid} ({running})")
+    except OSError:
+        facts.append(f"no {pid_file}")
+    config = base / network
+    facts.append(f"{config} {'exists' if config.exists() else 'is missing'}")
+    return "; ".join(facts)
+
+
+def restart_dns(network: str, probe_image: str) -> str:
+    """Start aardvark-dns afresh on `network`'s current config; say what was done.
+
+    netavark starts aardvark-dns when a container joins a network and the pid on record is
+    not alive; a live server that stopped answering is only signalled, and stays deaf. So: stop
+    every aardvark-dns (they serve only Podman's networks, for the second a restart takes;
+    rootless: this user's own), forget its pid, and let one short-lived container on
+    the network start a new one.
+    """
+    base = _aardvark_dir()
+    stopped = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if text[text.find("(") + 1 : text.rfind(")")] == "aardvark-dns":
+            pid = int(stat.parent.name)
+            with contextlib.suppress(OSError):  # gone already, or another user's
+                os.kill(pid, signal.SIGKILL)
+                stopped.append(pid)
+    (base / "aardvark.pid").unlink(missing_ok=True)
+    proc = run_podman(
+        "run", "--rm", "--network", network, probe_image, "sh", "-c", "true",
+        check=False, timeout=60,
+    )  # fmt: skip
+    joined = "joined" if proc.returncode == 0 else f"failed to join ({proc.stderr.strip()[-200:]})"
+    return f"stopped aardvark-dns {stopped or 'none running'}; a probe container {joined}"
 
 
 def socket_path() -> Path:
@@ -361,8 +419,12 @@ def _api_alive(url: str) -> bool:
 def configure_host(state_dir: Path) -> list[str]:
     """Apply the host's quirks and say what changed; restart our API service if settings
     changed, since a running `podman system service` keeps the ones it started with."""
+    changes = [
+        f"removed {path}: a previous boot's Podman state (/run is not a tmpfs here)"
+        for path in forget_previous_boot()
+    ]
     applied = apply_host_quirks()
-    changes = [f"wrote {k} = {v} to {DROP_IN}" for k, v in sorted(applied.items())]
+    changes += [f"wrote {k} = {v} to {DROP_IN}" for k, v in sorted(applied.items())]
     if applied:
         stop_service(state_dir)
     changes += [f"removed stale CNI bridge {name}" for name in remove_stale_cni_bridges()]
@@ -398,6 +460,112 @@ def remove_stale_cni_bridges() -> list[str]:
     for name in stale:
         subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
     return stale
+
+
+#: Podman's rootful runtime state. A reboot empties it where /run is a tmpfs.
+ROOTFUL_RUNTIME_DIRS = (
+    Path("/run/libpod"),
+    Path("/run/containers"),
+    Path("/run/podman"),
+    Path("/run/runc"),
+    Path("/run/crun"),
+)
+#: Processes that mean the engine runs now, so its runtime state is live, not left over.
+ENGINE_PROCESSES = frozenset({"podman", "conmon", "aardvark-dns", "netavark", "runc", "crun"})
+
+
+def left_by_previous_boot(
+    *,
+    alive_mtime: float | None,
+    boot_time: float,
+    run_is_tmpfs: bool,
+    engine_running: bool,
+    engine_mounts: bool,
+) -> bool:
+    """Is Podman's runtime state in /run a previous boot's?
+
+    Podman refreshes its state after a reboot only when `/run/libpod/alive` is missing, which
+    a tmpfs /run guarantees. A VM booted from a disk snapshot (this project's CI hosts: /run
+    on the root ext4) keeps the file, so Podman trusts the dead boot's containers, network
+    namespaces and aardvark-dns pid. Anything running or mounted now means the state is live.
+    """
+    return (
+        not run_is_tmpfs
+        and alive_mtime is not None
+        and alive_mtime < boot_time
+        and not engine_running
+        and not engine_mounts
+    )
+
+
+def _boot_time(proc: Path = Path("/proc")) -> float:
+    for line in (proc / "stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise TestbedError(f"got no btime line in {proc / 'stat'}; expected the kernel's boot time")
+
+
+def _mounts(proc: Path = Path("/proc")) -> list[tuple[str, str]]:
+    """(mount point, file system type) of every mount, in mount order."""
+    rows = []
+    for line in (proc / "mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            rows.append((fields[1], fields[2]))
+    return rows
+
+
+def _fstype_of(path: Path, mounts: list[tuple[str, str]]) -> str:
+    best, fstype = "", ""
+    for point, kind in mounts:
+        inside = str(path) == point or str(path).startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, kind
+    return fstype
+
+
+def _engine_running(proc: Path = Path("/proc")) -> bool:
+    """Is an engine process alive? Zombies do not count: they hold no state."""
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        # "pid (comm) state ...": comm may hold spaces and parentheses, so split at the last ")".
+        comm = text[text.find("(") + 1 : text.rfind(")")]
+        state = text[text.rfind(")") + 2 : text.rfind(")") + 3]
+        if comm in ENGINE_PROCESSES and state != "Z":
+            return True
+    return False
+
+
+def forget_previous_boot(run_dir: Path = Path("/run")) -> list[Path]:
+    """Delete the Podman runtime state a previous boot left in a /run that is not a tmpfs.
+
+    Without this, a CI host booted from a snapshot started the testbed on the dead boot's
+    state and container names stopped resolving on its network. Deleting it leaves /run as a
+    reboot with a tmpfs would: Podman then refreshes its database on its next command.
+    """
+    if os.geteuid() != 0:
+        return []  # rootless state lives in XDG_RUNTIME_DIR, a tmpfs that logind manages
+    alive = run_dir / "libpod" / "alive"
+    mounts = _mounts()
+    stale = left_by_previous_boot(
+        alive_mtime=alive.stat().st_mtime if alive.exists() else None,
+        boot_time=_boot_time(),
+        run_is_tmpfs=_fstype_of(run_dir, mounts) == "tmpfs",
+        engine_running=_engine_running(),
+        engine_mounts=any(
+            point.startswith(("/var/lib/containers/storage/", "/run/containers/", "/run/netns/"))
+            for point, _ in mounts
+        ),
+    )
+    if not stale:
+        return []
+    removed = [path for path in ROOTFUL_RUNTIME_DIRS if path.exists()]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def prepare(state_dir: Path) -> str:

@@ -8,6 +8,9 @@ testbed first: it recreates the default one from scratch.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,6 +172,38 @@ def test_config_yml_describes_the_running_testbed(bed: Testbed) -> None:
         headers = {"Authorization": f"Bearer {Path(entry['auth_token_file']).read_text().strip()}"}
         version = requests.get(f"{info.dashboard_url}/api/version", timeout=10, headers=headers)
         assert version.status_code == 200
+
+
+def _aardvark_pids() -> set[int]:
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        mine = stat.parent.stat().st_uid == os.geteuid()  # rootless: this user's own server
+        if mine and "(aardvark-dns) " in text and ") Z " not in text:
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def test_a_deaf_dns_server_is_restarted_by_the_start_check(bed: Testbed) -> None:
+    """A CI host lost container names on the testbed network with its engine otherwise healthy:
+    up's DNS check restarts aardvark-dns once before it gives up."""
+    deaf = _aardvark_pids()
+    assert deaf, "expected aardvark-dns to serve the testbed network"
+    for pid in deaf:
+        os.kill(pid, signal.SIGSTOP)  # alive, on record, and answering nothing
+    try:
+        bed._check_dns(bed.spec.head_container(bed.spec.python[0]), timeout_s=3)
+    finally:
+        for pid in deaf:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert _aardvark_pids() and not _aardvark_pids() & deaf
+    code, out = _exec(bed.spec.head_container(bed.spec.python[0]), "python3", "-c",
+                      f"import socket; print(socket.gethostbyname({bed.spec.mlflow_container!r}))")  # fmt: skip
+    assert code == 0, out
 
 
 def test_broken_start_fails_fast_with_the_containers_log_lines(bed: Testbed) -> None:

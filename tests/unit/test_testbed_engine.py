@@ -129,3 +129,59 @@ def test_firewall_binary_is_found_off_path(tmp_path: Path, monkeypatch: pytest.M
     tool.write_text("#!/bin/sh\n")
     tool.chmod(0o755)
     assert engine.firewall_binary((str(tmp_path),)) == tool
+
+
+BOOT = 1_000_000.0
+STALE = {
+    "alive_mtime": BOOT - 3600,
+    "boot_time": BOOT,
+    "run_is_tmpfs": False,
+    "engine_running": False,
+    "engine_mounts": False,
+}
+
+
+def test_podman_state_from_before_the_boot_is_left_over_on_a_disk_backed_run() -> None:
+    """A CI host boots from a disk snapshot: /run kept the dead boot's Podman state."""
+    assert engine.left_by_previous_boot(**STALE)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"alive_mtime": BOOT + 5}, "Podman already ran in this boot"),
+        ({"alive_mtime": None}, "Podman never ran: nothing to forget"),
+        ({"run_is_tmpfs": True}, "a tmpfs /run was emptied by the reboot"),
+        ({"engine_running": True}, "a live engine owns the state"),
+        ({"engine_mounts": True}, "mounted layers mean the state is live"),
+    ],
+)
+def test_podman_state_is_kept_whenever_it_may_be_live(change: dict[str, object], why: str) -> None:
+    assert not engine.left_by_previous_boot(**{**STALE, **change}), why
+
+
+def test_a_paths_file_system_is_that_of_its_deepest_mount() -> None:
+    mounts = [("/", "ext4"), ("/run", "tmpfs"), ("/run/user/1000", "tmpfs"), ("/running", "xfs")]
+    assert engine._fstype_of(Path("/run"), mounts) == "tmpfs"
+    assert engine._fstype_of(Path("/run/libpod"), mounts) == "tmpfs"
+    assert engine._fstype_of(Path("/running/x"), mounts) == "xfs"
+    assert engine._fstype_of(Path("/var/lib"), mounts) == "ext4"
+    assert engine._fstype_of(Path("/run"), [("/", "ext4")]) == "ext4"  # the CI hosts
+
+
+def test_boot_time_is_read_from_proc_stat(tmp_path: Path) -> None:
+    (tmp_path / "stat").write_text("cpu  1 2 3\nbtime 1764918000\nprocesses 42\n")
+    assert engine._boot_time(tmp_path) == 1764918000.0
+
+
+def test_only_live_engine_processes_count(tmp_path: Path) -> None:
+    def process(pid: int, comm: str, state: str) -> None:
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({comm}) {state} 1 {pid} 0\n")
+
+    process(1, "init", "S")
+    process(2, "tmux: server (x)", "S")
+    process(3, "conmon", "Z")  # a zombie holds no state
+    assert not engine._engine_running(tmp_path)
+    process(4, "aardvark-dns", "S")
+    assert engine._engine_running(tmp_path)
