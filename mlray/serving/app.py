@@ -251,13 +251,33 @@ class MlflowModel:
             artifact_uri=model_uri, dst_path=self._local_dir
         )
         downloaded_at = time.time()
-        self._model = mlflow.pyfunc.load_model(local_path)
+        # MLflow's own load-time checks scan every installed distribution (a third of the
+        # load for an xgboost model, on every replica start); mlray checks the pins below.
+        self._model = mlflow.pyfunc.load_model(local_path, suppress_warnings=True)
         # Where a replica's start goes (scale-out waits on it): epoch seconds of each step.
         self._startup = startup_timeline(init_at, imported_at, downloaded_at, time.time())
         self._metadata = self._model.metadata
         self._hints = input_hints(self._metadata)
         self._accepts_params = "params" in inspect.signature(self._model.predict).parameters
         self._requirements = _read_requirements(local_path)
+        self._mismatches = introspect.requirement_mismatches(self._requirements)
+        if self._mismatches:
+            logger.warning(
+                "mlray: %s runs in an environment that does not meet its pins: %s",
+                model_uri,
+                "; ".join(self._mismatches),
+            )
+        logged_python = (self._metadata.flavors.get("python_function") or {}).get("python_version")
+        if (
+            logged_python
+            and logged_python.split(".")[:2] != platform.python_version().split(".")[:2]
+        ):
+            logger.warning(
+                "mlray: %s was logged with Python %s and runs on %s",
+                model_uri,
+                logged_python,
+                platform.python_version(),
+            )
         # Predictions run on their own threads (default 1, like `mlflow models serve`'s one
         # sync worker): the event loop stays free for /ping, and models that are not
         # thread-safe are not called concurrently.
@@ -527,6 +547,7 @@ class MlflowModel:
             "mlray_version": MLRAY_VERSION,
             "requirements": list(self._requirements),
             "libraries": introspect.library_versions(requirement_dists),
+            "requirement_mismatches": list(self._mismatches),
             "flavor_libraries": introspect.flavor_libraries(flavors),
             "batching": {
                 "enabled": self._batch.max_batch_size is not None,

@@ -11,7 +11,7 @@ import importlib
 import importlib.metadata
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 # MLflow flavor name -> the module that flavor wraps, where they differ.
@@ -51,6 +51,45 @@ def installed_version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;#,]+)\s*$")
+# A pin of the left one is met by the right one's distribution (MLflow's own equivalence).
+_SATISFIED_BY = {"mlflow": ("mlflow", "mlflow-skinny")}
+
+
+def _same_version(a: str, b: str) -> bool:
+    """1.2 == 1.2.0, as pip compares releases; anything else (rc, local) must match exactly."""
+
+    def release(v: str) -> tuple[str, ...]:
+        parts = v.split(".")
+        while len(parts) > 1 and parts[-1] == "0":
+            parts.pop()
+        return tuple(parts)
+
+    return release(a) == release(b)
+
+
+def requirement_mismatches(
+    lines: Iterable[str], installed: Callable[[str], str | None] = installed_version
+) -> list[str]:
+    """Exact pins (``name==version``, no marker) that the replica's environment does not meet.
+
+    What MLflow's ``load_model`` warns about, without its scan that maps every installed
+    distribution to its modules (a third of ``load_model`` for an xgboost model, on every
+    replica start). Pins with markers, ranges and URLs are skipped: pip already resolved them.
+    """
+    found = []
+    for raw in lines:
+        match = _PIN.match(raw.split("#", 1)[0])
+        if not match:
+            continue
+        name, pinned = match.groups()
+        versions = [installed(dist) for dist in _SATISFIED_BY.get(name.lower(), (name,))]
+        got = [v for v in versions if v is not None]
+        if not any(_same_version(v, pinned) for v in got):
+            found.append(f"{name}=={pinned} (installed: {', '.join(got) or 'none'})")
+    return found
 
 
 def library_versions(dists: Iterable[str]) -> dict[str, str | None]:

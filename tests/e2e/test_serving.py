@@ -73,6 +73,9 @@ def test_two_xgboost_majors_run_side_by_side_each_in_its_own_env(deployed: Deplo
     }
     assert meta["iris-xgb17"]["flavor_libraries"]["xgboost"]["version"] == "1.7.6"
     assert meta["iris-xgb21"]["flavor_libraries"]["xgboost"]["version"] == "2.1.4"
+    # Each env meets every exact pin of its model (mlray's check; MLflow's is skipped at load).
+    assert meta["iris-xgb17"]["requirement_mismatches"] == []
+    assert meta["iris-xgb21"]["requirement_mismatches"] == []
     assert deployed.cluster_of("iris-xgb17") == deployed.cluster_of("iris-xgb21")
 
 

@@ -196,6 +196,7 @@ def test_health_version_and_metadata(base_url, iris):
     assert meta["signature"]["inputs"][0]["name"] == "sepal length (cm)"
     assert meta["libraries"]["scikit-learn"] == sklearn.__version__
     assert meta["flavor_libraries"]["sklearn"]["version"] == sklearn.__version__
+    assert meta["requirement_mismatches"] == []
     assert meta["python_version"].count(".") == 2
     assert meta["batching"]["enabled"] is False
     assert meta["replica"]["pid"] > 0 and meta["replica"]["replica_id"]

@@ -82,3 +82,27 @@ def test_input_hints_from_signatures():
     hints = input_hints(Meta(tensor))
     assert hints.is_tensor and not hints.named
     assert hints.types == ((None, "float32"),)
+
+
+def test_requirement_mismatches_name_only_exact_pins_the_environment_misses():
+    installed = {
+        "xgboost-cpu": "2.1.4",
+        "numpy": "2.2.6",
+        "pandas": "2.2",
+        "mlflow-skinny": "3.17.2",
+    }
+    lines = [
+        "# logged by MLflow",
+        "xgboost-cpu==2.1.4",
+        "numpy==2.3.0",  # the env has another numpy
+        "pandas==2.2.0",  # 2.2 == 2.2.0, as pip compares releases
+        "scipy==1.15.3",  # not installed
+        "mlflow==3.17.2",  # met by mlflow-skinny, as MLflow itself allows
+        "scikit-learn>=1.5",  # a range: pip resolved it already
+        "torch==2.1; sys_platform == 'darwin'",  # a marker: skipped
+        "-r extra.txt",
+    ]
+    assert introspect.requirement_mismatches(lines, installed.get) == [
+        "numpy==2.3.0 (installed: 2.2.6)",
+        "scipy==1.15.3 (installed: none)",
+    ]
