@@ -53,7 +53,7 @@ def installed_version(dist: str) -> str | None:
         return None
 
 
-_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;#,]+)\s*$")
+_PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([0-9][^\s;#,*]*)\s*$")
 # A pin of the left one is met by the right one's distribution (MLflow's own equivalence).
 _SATISFIED_BY = {"mlflow": ("mlflow", "mlflow-skinny")}
 

@@ -101,6 +101,8 @@ def test_requirement_mismatches_name_only_exact_pins_the_environment_misses():
         "scikit-learn>=1.5",  # a range: pip resolved it already
         "torch==2.1; sys_platform == 'darwin'",  # a marker: skipped
         "-r extra.txt",
+        "scipy==1.*",  # a prefix match, not an exact pin
+        "numpy===2.3.0",  # arbitrary equality: left to pip
     ]
     assert introspect.requirement_mismatches(lines, installed.get) == [
         "numpy==2.3.0 (installed: 2.2.6)",
