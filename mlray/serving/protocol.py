@@ -112,6 +112,10 @@ class InputHints:
     is_tensor: bool
     named: bool
     types: tuple[tuple[str | None, str], ...]
+    # The input names; and the numpy dtype when every input is ``double`` (or every one
+    # ``float``) in a named column signature, else None. Derived from the fields above.
+    names: frozenset[str] = field(init=False, compare=False, repr=False)
+    uniform_float_dtype: np.dtype | None = field(init=False, compare=False, repr=False)
 
     def token_for(self, name: Any) -> str | None:
         if not self.named:
@@ -120,6 +124,18 @@ class InputHints:
             if input_name == name:
                 return token
         return None
+
+    def __post_init__(self) -> None:
+        # Derived once per model, read on every request (uniform_float_frame).
+        names = frozenset(n for n, _ in self.types if n is not None) if self.named else frozenset()
+        tokens = {token for _, token in self.types}
+        uniform = None
+        if not self.is_tensor and self.named and len(tokens) == 1:
+            (token,) = tokens
+            if token in ("double", "float"):
+                uniform = _COLUMN_PANDAS_DTYPES[token]
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "uniform_float_dtype", uniform)
 
 
 @dataclass
@@ -289,6 +305,9 @@ def dataframe_from_split(value: Any, hints: InputHints | None = None) -> pd.Data
             f"Invalid input. got fields {sorted(value)} for '{DF_SPLIT}'; expected 'data' and "
             "optionally 'columns' and 'index'"
         )
+    fast = uniform_float_frame(value, hints)
+    if fast is not None:
+        return fast
     try:
         frame = pd.DataFrame(
             data=value["data"], columns=value.get("columns"), index=value.get("index")
@@ -299,6 +318,44 @@ def dataframe_from_split(value: Any, hints: InputHints | None = None) -> pd.Data
             f"in 'split' format. Error: '{ex}'"
         ) from None
     return cast_frame(frame, hints)
+
+
+def uniform_float_frame(value: dict[str, Any], hints: InputHints | None) -> pd.DataFrame | None:
+    """A ``dataframe_split`` frame built in one numpy step, or None to take the general path.
+
+    Most tabular signatures are all ``double`` (or all ``float``). pandas builds an object
+    frame column by column and ``cast_frame`` then casts each column: about 0.4 ms for one
+    row of four columns, the largest CPU cost of a small request on the replica. One numpy
+    array of the signature's dtype gives the same frame (values, dtypes, columns, index) in
+    about 0.04 ms. Only when every requested column is in the signature with the same float
+    type; anything else (a column the signature lacks, ragged rows, a value numpy cannot
+    convert) returns None, so the general path answers it, errors included.
+    """
+    dtype = hints.uniform_float_dtype if hints is not None else None
+    columns = value.get("columns")
+    data = value.get("data")
+    if dtype is None or not isinstance(columns, list) or not columns:
+        return None
+    if not isinstance(data, list) or not data or not isinstance(data[0], list):
+        return None
+    names = hints.names if hints is not None else frozenset()
+    if len(set(columns)) != len(columns) or not all(
+        isinstance(c, str) and c in names for c in columns
+    ):
+        return None
+    index = value.get("index")
+    try:
+        # Through float64 as pandas' astype goes: JSON numbers are Python floats.
+        array = np.asarray(data, dtype=np.float64)
+        if array.ndim != 2 or array.shape[1] != len(columns):
+            return None
+        if index is not None and (not isinstance(index, list) or len(index) != len(array)):
+            return None
+        if dtype != np.float64:
+            array = array.astype(dtype)
+        return pd.DataFrame(array, columns=columns, index=index)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def dataframe_from_records(value: Any, hints: InputHints | None = None) -> pd.DataFrame:

@@ -122,3 +122,11 @@ def test_only_mergeable_requests_join_the_batch_queue_and_only_with_batching_on(
     assert batching.joins_batch(on, mergeable=True) is True
     assert batching.joins_batch(on, mergeable=False) is False
     assert batching.joins_batch(off, mergeable=True) is False
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
+def test_merging_frames_of_one_numeric_dtype_equals_pandas_concat(dtype):
+    frames = [_frame(i * 10, i + 1).astype(dtype) for i in range(4)]
+    merged, lengths = batching.merge_frames(frames)
+    assert lengths == [1, 2, 3, 4]
+    pd.testing.assert_frame_equal(merged, pd.concat(frames, ignore_index=True))

@@ -367,3 +367,70 @@ def test_non_string_dict_keys_are_serialized():
 def test_unserializable_prediction_raises_type_error():
     with pytest.raises(TypeError):
         protocol.predictions_body(object())
+
+
+# --- the one-step frame for all-float signatures ------------------------------------------
+
+IRIS = ("sl", "sw", "pl", "pw")
+
+
+def _float_hints(token: str = "double") -> InputHints:
+    return InputHints(False, True, tuple((name, token) for name in IRIS))
+
+
+def _general_path(value: dict, hints: InputHints) -> pd.DataFrame:
+    frame = pd.DataFrame(data=value["data"], columns=value.get("columns"), index=value.get("index"))
+    return protocol.cast_frame(frame, hints)
+
+
+@pytest.mark.parametrize("token", ["double", "float"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"columns": list(IRIS), "data": [[5.1, 3.5, 1.4, 0.2]]},
+        {"columns": list(IRIS), "data": [[5, 3, 1, 0], [6.2, 2.9, 4.3, 1.3]]},
+        {"columns": ["pw", "sl"], "data": [[0.2, 5.1]]},  # a subset, in another order
+        {"columns": list(IRIS), "data": [[None, True, "1.5", 1e30]], "index": [7]},
+        {"columns": list(IRIS), "data": [[float("nan"), -0.0, 2**53 + 1, 0.1]]},
+    ],
+)
+def test_all_float_signature_takes_one_numpy_step_with_the_general_paths_result(token, value):
+    hints = _float_hints(token)
+    fast = protocol.uniform_float_frame(value, hints)
+    assert fast is not None
+    pd.testing.assert_frame_equal(fast, _general_path(value, hints))
+    parsed = parse_request(_json({"dataframe_split": value}), JSON, hints=hints).data
+    pd.testing.assert_frame_equal(parsed, _general_path(value, hints))
+
+
+@pytest.mark.parametrize(
+    ("hints", "value"),
+    [
+        (None, {"columns": list(IRIS), "data": [[1, 2, 3, 4]]}),
+        (
+            InputHints(False, True, (("a", "double"), ("b", "long"))),
+            {"columns": ["a", "b"], "data": [[1, 2]]},
+        ),
+        (InputHints(True, True, (("a", "float64"),)), {"columns": ["a"], "data": [[1]]}),
+        (InputHints(False, False, ((None, "double"),)), {"columns": ["a"], "data": [[1]]}),
+        (_float_hints(), {"columns": ["sl", "other"], "data": [[1, 2]]}),
+        (_float_hints(), {"columns": ["sl", "sl"], "data": [[1, 2]]}),
+        (_float_hints(), {"data": [[1, 2, 3, 4]]}),
+        (_float_hints(), {"columns": list(IRIS), "data": [[1, 2, 3]]}),
+        (_float_hints(), {"columns": list(IRIS), "data": [[1, 2, 3, 4], [1, 2]]}),
+        (_float_hints(), {"columns": list(IRIS), "data": [[1, 2, 3, "x"]]}),
+        (_float_hints(), {"columns": list(IRIS), "data": [[1, 2, 3, [4]]]}),
+        (_float_hints(), {"columns": list(IRIS), "data": [[1, 2, 3, 4]], "index": [1, 2]}),
+        (_float_hints(), {"columns": list(IRIS), "data": []}),
+        (_float_hints(), {"columns": ["sl"], "data": [1, 2]}),
+    ],
+)
+def test_anything_else_takes_the_general_path(hints, value):
+    assert protocol.uniform_float_frame(value, hints) is None
+
+
+def test_a_value_numpy_cannot_convert_gets_the_general_paths_error():
+    payload = {"dataframe_split": {"columns": list(IRIS), "data": [[1, 2, 3, "x"]]}}
+    err = _error(_json(payload), hints=_float_hints())
+    assert err.status == 400
+    assert "Failed to convert column pw to type 'double'" in err.message
