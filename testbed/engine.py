@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 from testbed.errors import TestbedError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import podman
 
     import docker
@@ -320,13 +322,8 @@ def restart_dns(network: str, probe_image: str) -> str:
     """
     base = _aardvark_dir()
     stopped = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if text[text.find("(") + 1 : text.rfind(")")] == "aardvark-dns":
-            pid = int(stat.parent.name)
+    for pid, comm, _state in _processes():
+        if comm == "aardvark-dns":
             with contextlib.suppress(OSError):  # gone already, or another user's
                 os.kill(pid, signal.SIGKILL)
                 stopped.append(pid)
@@ -524,19 +521,21 @@ def _fstype_of(path: Path, mounts: list[tuple[str, str]]) -> str:
     return fstype
 
 
-def _engine_running(proc: Path = Path("/proc")) -> bool:
-    """Is an engine process alive? Zombies do not count: they hold no state."""
+def _processes(proc: Path = Path("/proc")) -> Iterator[tuple[int, str, str]]:
+    """(pid, command name, state letter) of every process, from /proc/<pid>/stat."""
     for stat in proc.glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:  # the process ended while we looked
             continue
         # "pid (comm) state ...": comm may hold spaces and parentheses, so split at the last ")".
-        comm = text[text.find("(") + 1 : text.rfind(")")]
-        state = text[text.rfind(")") + 2 : text.rfind(")") + 3]
-        if comm in ENGINE_PROCESSES and state != "Z":
-            return True
-    return False
+        end = text.rfind(")")
+        yield int(stat.parent.name), text[text.find("(") + 1 : end], text[end + 2 : end + 3]
+
+
+def _engine_running(proc: Path = Path("/proc")) -> bool:
+    """Is an engine process alive? Zombies do not count: they hold no state."""
+    return any(comm in ENGINE_PROCESSES and state != "Z" for _pid, comm, state in _processes(proc))
 
 
 def forget_previous_boot(run_dir: Path = Path("/run")) -> list[Path]:
