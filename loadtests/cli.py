@@ -152,7 +152,19 @@ class Session:
         for load_app in LOAD_APPS:
             with contextlib.suppress(MlflowException):  # never registered: nothing to retire
                 self.client.delete_registered_model_alias(load_app.model, ALIAS)
-        args = ("undeploy", "-q", str(self.config_path), CLUSTER, *(a.app for a in LOAD_APPS))
+        # Only the copies still deployed: the untuned scenario undeploys its own, and `mlray
+        # undeploy` refuses the whole command (nothing changed) if any name is not deployed.
+        from mlray.errors import ClusterError
+
+        try:
+            deployed = set(self.dashboard.serve_details().get("applications") or {})
+        except ClusterError as exc:
+            say(f"could not list the apps on {CLUSTER} ({exc}); `mlray deploy` removes the copies")
+            return
+        apps = [a.app for a in LOAD_APPS if a.app in deployed]
+        if not apps:
+            return
+        args = ("undeploy", "-q", str(self.config_path), CLUSTER, *apps)
         say(f"$ mlray {' '.join(args)}  (retiring the suite's copies)")
         if subprocess.run([sys.executable, "-m", "mlray", *args]).returncode != 0:
             say("could not undeploy the suite's copies (see above); `mlray deploy` removes them")

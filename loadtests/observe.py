@@ -222,9 +222,13 @@ class StartupWatcher(threading.Thread):
         while not self._halt.is_set():
             try:
                 meta = requests.get(self.url, timeout=5).json()
-                replica = str((meta.get("replica") or {}).get("replica_id"))
+                identity = meta.get("replica") or {}
+                replica = str(identity.get("replica_id"))
                 if meta.get("startup"):
-                    self.startups.setdefault(replica, meta["startup"])
+                    # the host says which node it started on: replicas that start side by
+                    # side on one node share its CPU, which is most of a slow scale-out
+                    startup = {**meta["startup"], "host": identity.get("hostname")}
+                    self.startups.setdefault(replica, startup)
             except (requests.RequestException, ValueError):
                 pass  # a missed poll under load; the next one will do
             self._halt.wait(self.interval_s)
@@ -250,6 +254,7 @@ def startup_breakdown(startups: Mapping[str, Mapping], since: float) -> list[dic
         rows.append(
             {
                 "replica": replica,
+                "host": s.get("host"),
                 "process_started_s": round(started - since, 1),
                 "init_s": round(s["init_at"] - since, 1),
                 "ready_s": round(s["ready_at"] - since, 1),

@@ -318,13 +318,14 @@ def test_the_startup_breakdown_keeps_only_replicas_started_after_the_step():
         {
             "old": startup(900.0, 902.0, 905.0),  # there before the step
             "b": startup(1006.0, 1010.0, 1014.5),
-            "a": startup(1004.0, 1007.0, 1011.0),
+            "a": {**startup(1004.0, 1007.0, 1011.0), "host": "mlray-py311-worker-1"},
             "unknown": startup(None, 1008.0, 1012.0),  # no /proc: cannot place it
         },
         since=1000.0,
     )
     assert [r["replica"] for r in rows] == ["a", "b"]
     assert rows[0]["process_started_s"] == 4.0
+    assert (rows[0]["host"], rows[1]["host"]) == ("mlray-py311-worker-1", None)
     assert (rows[1]["init_s"], rows[1]["ready_s"], rows[1]["process_to_init_s"]) == (
         10.0,
         14.5,
@@ -354,13 +355,18 @@ def test_the_suite_retires_its_copies_so_no_later_deploy_serves_them(monkeypatch
         ran.append(cmd)
         return subprocess.CompletedProcess(cmd, 1)  # a failed undeploy is reported, not raised
 
+    class Dashboard:  # the untuned scenario already undeployed the last copy
+        def serve_details(self):
+            return {"applications": {a.app: {} for a in LOAD_APPS[:-1]} | {"iris-xgb17": {}}}
+
     monkeypatch.setattr(cli.subprocess, "run", run)
     session = object.__new__(cli.Session)
     session.client = Client()
+    session.dashboard = Dashboard()
     session.config_path = tmp_path / "config.yml"
     session.retire_copies()
     assert removed == [(a.model, cli.ALIAS) for a in LOAD_APPS[1:]]
     (cmd,) = ran
     assert cmd[cmd.index("undeploy") :] == [
-        "undeploy", "-q", str(session.config_path), cli.CLUSTER, *(a.app for a in LOAD_APPS)
+        "undeploy", "-q", str(session.config_path), cli.CLUSTER, *(a.app for a in LOAD_APPS[:-1])
     ]  # fmt: skip
