@@ -154,10 +154,12 @@ class Session:
                 self.client.delete_registered_model_alias(load_app.model, ALIAS)
         # Only the copies still deployed: the untuned scenario undeploys its own, and `mlray
         # undeploy` refuses the whole command (nothing changed) if any name is not deployed.
+        # current_apps is the view `mlray undeploy` checks the names against.
         from mlray.errors import ClusterError
+        from mlray.plan import current_apps
 
         try:
-            deployed = set(self.dashboard.serve_details().get("applications") or {})
+            deployed = current_apps(self.dashboard.serve_details())
         except ClusterError as exc:
             say(f"could not list the apps on {CLUSTER} ({exc}); `mlray deploy` removes the copies")
             return

@@ -357,7 +357,8 @@ def test_the_suite_retires_its_copies_so_no_later_deploy_serves_them(monkeypatch
 
     class Dashboard:  # the untuned scenario already undeployed the last copy
         def serve_details(self):
-            return {"applications": {a.app: {} for a in LOAD_APPS[:-1]} | {"iris-xgb17": {}}}
+            names = [a.app for a in LOAD_APPS[:-1]] + ["iris-xgb17"]
+            return {"applications": {n: {"deployed_app_config": {"name": n}} for n in names}}
 
     monkeypatch.setattr(cli.subprocess, "run", run)
     session = object.__new__(cli.Session)
