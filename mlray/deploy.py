@@ -311,6 +311,8 @@ def finish_node_envs(dash: RayDashboard, job: Job, say: Console) -> NodeEnvs | N
     say(f"Nodes prepared: {done.summary()}")
     for line in done.failures:
         say(f"warning: environment not built: {line} (a replica placed there builds it)")
+    for line in done.warm_failures:
+        say(f"note: not pre-imported: {line} (a replica placed there compiles it)")
     return done
 
 

@@ -148,3 +148,5 @@ def test_the_first_deploy_built_every_app_environment_on_every_node(deployed: De
         ready, total, on = map(int, m.groups())
         assert (ready, on) == (total, nodes) and total >= nodes, out
         assert "environment not built" not in out
+        # and every package each env installed imported there (its bytecode written once)
+        assert "not pre-imported" not in out, out

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-from mlray.node_envs import ENVS_VAR, NodeEnvs, envs_to_prepare, job_env
+from mlray.node_envs import (
+    ENVS_VAR,
+    NOT_IMPORTED,
+    WARM_CODE,
+    NodeEnvs,
+    envs_to_prepare,
+    job_env,
+)
 
 
 def _app(name, **env):
@@ -37,3 +48,57 @@ def test_the_report_names_each_app_and_node_that_failed():
     })  # fmt: skip
     assert done.summary() == "3/4 app environment(s) ready on 2 node(s) in 21 s"
     assert done.failures == ["a on node n2n2n2n2n2n2: RuntimeEnvSetupError: pip failed"]
+
+
+def test_warm_up_failures_are_named_without_failing_the_node():
+    node = "n1" * 10
+    done = NodeEnvs.from_report({
+        "nodes": [node], "seconds": 9.0, "results": {"a": {node: "ok"}, "b": {node: "ok"}},
+        "warm": {"a": {node: {"warm_s": 4.2, "failed": "lightgbm (OSError)"}},
+                 "b": {node: {"warm_s": 3.1, "failed": ""}}},
+    })  # fmt: skip
+    assert done.failures == []
+    assert done.summary() == "2/2 app environment(s) ready on 1 node(s) in 9 s"
+    assert done.warm_failures == ["a on node n1n1n1n1n1n1: lightgbm (OSError)"]
+
+
+def test_a_report_from_before_the_warm_up_still_reads():
+    done = NodeEnvs.from_report({"nodes": ["n"], "seconds": 1, "results": {"a": {"n": "ok"}}})
+    assert done.warm == {} and done.warm_failures == [] and done.failures == []
+
+
+def test_warm_code_compiles_what_pip_installed_and_skips_tooling(tmp_path):
+    """Run the warm-up script for real in a throwaway venv with a hand-made site-packages."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+    )  # fmt: skip
+    boom = "raise RuntimeError('must not be imported')\n"
+    for pkg, code in {
+        "goodpkg": "X = 1\n",
+        "badpkg": "import not_installed_anywhere\n",
+        "pip": boom,
+        "tests": boom,
+        "_private": boom,
+    }.items():
+        (site / pkg).mkdir()
+        (site / pkg / "__init__.py").write_text(code)
+    (site / "single.py").write_text("Y = 2\n")
+    (site / "datadir").mkdir()  # no __init__.py: data, not a package
+    (site / "datadir" / "x.py").write_text(boom)
+
+    # as on a Ray node: bytecode writing on (some hosts export PYTHONDONTWRITEBYTECODE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out = subprocess.run(
+        [python, "-c", WARM_CODE, "json", ",".join(NOT_IMPORTED)],
+        check=True, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == "failed=badpkg (ModuleNotFoundError)"
+    assert list((site / "goodpkg" / "__pycache__").glob("__init__.*.pyc"))
+    assert list((site / "__pycache__").glob("single.*.pyc"))
+    assert not (site / "pip" / "__pycache__").exists()
