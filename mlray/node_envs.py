@@ -8,11 +8,12 @@ caches the environments it builds per node (keyed by their content), so a later 
 with the same runtime_env finds its environment ready.
 
 The task then imports, in a subprocess of that environment, every top-level package pip
-put into it, and mlray's serving module. Ray's pip install runs with ``--no-compile``
-(mlray/plan.py), so the first process on a node to import pandas, scipy or xgboost
-byte-compiles them, about 1.3 s of CPU per replica process measured on the testbed (3.4 s
-cold against 2.1 s warm for ``import pandas, xgboost, mlflow.pyfunc``). Here that is paid
-once per node at deploy time instead of by each replica a scale-out starts together there.
+put into it, and mlray's serving module. mlray has pip install with ``--no-compile``
+(mlray/plan.py: compiling whole stacks is most of a cold install), so the first process on
+a node to import pandas, scipy or xgboost byte-compiles what it imports: about 1.3 s of CPU
+per replica process measured on the testbed (3.4 s cold against 2.1 s warm for ``import
+pandas, xgboost, mlflow.pyfunc``). Here that is paid once per node at deploy time instead of
+by each replica a scale-out starts together there.
 What a package imports only when the model is loaded stays cold; import failures are
 reported but do not fail the deploy (the replica itself is the judge of its imports).
 
