@@ -25,7 +25,7 @@ them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,11 +48,11 @@ WARM_MODULE = "mlray.serving.app"
 WARM_CODE = """
 import importlib, os, sys, sysconfig
 site = sysconfig.get_paths()["purelib"]
-names = [sys.argv[1]]
+names, not_imported = [sys.argv[1]], set(sys.argv[2].split(","))
 for entry in sorted(os.listdir(site)):
     name, ext = os.path.splitext(entry)
     is_pkg = os.path.isfile(os.path.join(site, entry, "__init__.py"))
-    skip = name.startswith("_") or name in sys.argv[2].split(",")
+    skip = name.startswith("_") or name in not_imported
     if (is_pkg or ext == ".py") and name.isidentifier() and not skip:
         names.append(name)
 failed = []
@@ -170,22 +170,14 @@ class NodeEnvs:
     @property
     def failures(self) -> list[str]:
         """One line per (app, node) whose environment could not be built."""
-        return [
-            f"{app} on node {node[:12]}: {why}"
-            for app, by_node in sorted(self.results.items())
-            for node, why in sorted(by_node.items())
-            if why != "ok"
-        ]
+        return _per_node_lines(self.results, lambda why: None if why == "ok" else why)
 
     @property
     def warm_failures(self) -> list[str]:
         """One line per (app, node) where a package would not import in the warm-up."""
-        return [
-            f"{app} on node {node[:12]}: {w['failed']}"
-            for app, by_node in sorted(self.warm.items())
-            for node, w in sorted(by_node.items())
-            if isinstance(w, Mapping) and w.get("failed")
-        ]
+        return _per_node_lines(
+            self.warm, lambda w: (w.get("failed") or None) if isinstance(w, Mapping) else None
+        )
 
     def summary(self) -> str:
         ok = sum(1 for r in self.results.values() for why in r.values() if why == "ok")
@@ -194,6 +186,18 @@ class NodeEnvs:
             f"{ok}/{total} app environment(s) ready on {len(self.nodes)} node(s) "
             f"in {self.seconds:.0f} s"
         )
+
+
+def _per_node_lines(
+    by_app: Mapping[str, Mapping[str, Any]], problem: Callable[[Any], str | None]
+) -> list[str]:
+    """``<app> on node <id>: <problem>`` for each (app, node) whose entry has a problem."""
+    return [
+        f"{app} on node {node[:12]}: {why}"
+        for app, by_node in sorted(by_app.items())
+        for node, entry in sorted(by_node.items())
+        if (why := problem(entry)) is not None
+    ]
 
 
 def job_env(envs: Mapping[str, Any], timeout_s: float) -> dict[str, str]:
