@@ -34,6 +34,7 @@ from loadtests.observe import (
     batch_closes,
     batch_histograms,
     histogram_delta,
+    host_cpu_between,
     mean_batch_size,
     replica_counts,
     scaling,
@@ -268,6 +269,11 @@ class Session:
             "sample_errors": sampler.errors,
             "replicas_csv": report.write_replicas_csv(self.out_dir, app, sampler.samples, t0).name,
         }
+        at_max = None if scale.time_to_max_s is None else step_up + scale.time_to_max_s
+        self.summary["autoscaling"]["host_cores"] = sampler.host_cores
+        self.summary["autoscaling"]["host_cpu_cores_to_max"] = host_cpu_between(
+            sampler.samples, step_up, at_max
+        )
         edges = {"step up": step_up, "step down": step_down, "load end": load_end}
         self.summary["autoscaling"]["edges_s"] = {k: round(v - t0, 1) for k, v in edges.items()}
         # Seconds from the step: when each new replica's process started, entered __init__,

@@ -19,6 +19,8 @@ import requests
 
 from mlray.ray_api import RayDashboard
 
+HOST_CPU_MIN_INTERVAL_S = 0.2
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -26,6 +28,7 @@ class Sample:
     running: int | None  # RUNNING replicas of the watched app (None: not watching)
     target: int | None  # the autoscaler's target replica count, as Ray reports it
     client_cpu: float | None  # Locust process CPU, percent of one core
+    host_cpu: float | None = None  # this host's busy CPU, in cores (testbed and client share it)
 
 
 def replica_counts(details: Mapping, app: str) -> tuple[int, int | None]:
@@ -57,6 +60,8 @@ class Sampler(threading.Thread):
         self.errors = 0
         self._client: psutil.Process | None = None
         self._halt = threading.Event()
+        self.host_cores = psutil.cpu_count() or 1
+        self._host_last: tuple[float, float] | None = None
 
     @staticmethod
     def now() -> float:
@@ -72,7 +77,23 @@ class Sampler(threading.Thread):
     def latest_running(self) -> int | None:
         return self.samples[-1].running if self.samples else None
 
+    def _host_busy_cores(self) -> float | None:
+        """Busy cores since the previous call (this sampler's own baseline, not psutil's
+        module-wide one, so two samplers never shorten each other's interval)."""
+        times, now = psutil.cpu_times(), time.monotonic()
+        # Linux counts guest time inside user and nice already.
+        not_busy = sum(getattr(times, f, 0.0) for f in ("idle", "iowait", "guest", "guest_nice"))
+        busy = sum(times) - not_busy
+        last = self._host_last
+        if last is not None and now - last[1] < HOST_CPU_MIN_INTERVAL_S:
+            return None  # too short for the kernel's 10 ms ticks: keep the older baseline
+        self._host_last = (busy, now)
+        if last is None:
+            return None
+        return round(max(0.0, busy - last[0]) / (now - last[1]), 2)
+
     def run(self) -> None:
+        self._host_busy_cores()  # the baseline
         while not self._halt.is_set():
             running = target = cpu = None
             if self.dashboard and self.app:
@@ -86,7 +107,8 @@ class Sampler(threading.Thread):
                     cpu = client.cpu_percent(None)
                 except psutil.Error:
                     self._client = None
-            self.samples.append(Sample(round(self.now(), 3), running, target, cpu))
+            host = self._host_busy_cores()
+            self.samples.append(Sample(round(self.now(), 3), running, target, cpu, host))
             self._halt.wait(self.interval_s)
 
     def wait_for(self, predicate, timeout_s: float) -> float | None:
@@ -149,6 +171,17 @@ def histogram_delta(
 def mean_batch_size(histogram: Mapping[int, int]) -> float | None:
     batches = sum(histogram.values())
     return sum(size * n for size, n in histogram.items()) / batches if batches else None
+
+
+def host_cpu_between(samples: list[Sample], start: float, end: float | None) -> float | None:
+    """Mean busy cores of this host over samples in [start, end]; None without any.
+
+    A scale-out on a host whose cores the load already fills is bound by CPU, not by mlray
+    or Ray: the report says so next to the time it took."""
+    if end is None:
+        return None
+    busy = [s.host_cpu for s in samples if start <= s.t <= end and s.host_cpu is not None]
+    return round(sum(busy) / len(busy), 2) if busy else None
 
 
 @dataclass(frozen=True)

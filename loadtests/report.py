@@ -23,11 +23,12 @@ def write_summary(out_dir: Path, summary: dict[str, Any]) -> Path:
 
 def write_replicas_csv(out_dir: Path, app: str, samples: list[Sample], t0: float) -> Path:
     path = out_dir / f"{app}_replicas.csv"
-    lines = ["t_s,running,target,client_cpu_percent"]
+    lines = ["t_s,running,target,client_cpu_percent,host_cpu_cores"]
     lines += [
         f"{s.t - t0:.2f},{'' if s.running is None else s.running},"
         f"{'' if s.target is None else s.target},"
-        f"{'' if s.client_cpu is None else s.client_cpu}"
+        f"{'' if s.client_cpu is None else s.client_cpu},"
+        f"{'' if s.host_cpu is None else s.host_cpu}"
         for s in samples
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -188,6 +189,12 @@ def table(results: dict[str, RunResult], summary: dict[str, Any], gates: list[Ga
             f"{_num(a['scale_down_s'])} s from the step down "
             f"({_num(a['scale_down_after_load_end_s'])} s after the load ended)"
         )
+        if a.get("host_cpu_cores_to_max") is not None:
+            lines.append(
+                f"             this host's CPU from the step to {a['max_replicas']} RUNNING: "
+                f"{_num(a['host_cpu_cores_to_max'])} of {a['host_cores']} cores busy "
+                "(the load, the testbed and the starting replicas share them)"
+            )
     for g in summary.get("goals") or []:
         verdict = {True: "met", False: "NOT met", None: "n/a"}[g["met"]]
         lines.append(f"goal {verdict:<8} {g['name']}: {_num(g['value'])} (want {g['target']})")

@@ -6,13 +6,22 @@ Locust itself is never imported here (gevent would patch this process); the real
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from loadtests import gates, goals, report, runner
-from loadtests.observe import Sample, histogram_delta, mean_batch_size, replica_counts, scaling
+from loadtests.observe import (
+    Sample,
+    Sampler,
+    histogram_delta,
+    host_cpu_between,
+    mean_batch_size,
+    replica_counts,
+    scaling,
+)
 from loadtests.runner import RunResult, parse_failures, parse_history, parse_stats
 from loadtests.scenarios import (
     HIGH_CONCURRENCY,
@@ -260,8 +269,27 @@ def test_the_report_writes_a_png_per_scenario_and_a_table_with_every_gate(tmp_pa
     # The peer's two runs are reported, not gated.
     assert text.count("PASS") == len(verdicts) == len(results) - 2 + 1
     assert "goal n/a" in text
-    csv_path = report.write_replicas_csv(tmp_path, "a", samples, 1000)
-    assert csv_path.read_text().splitlines()[1] == "0.00,1,4,10.0"
+    csv_path = report.write_replicas_csv(
+        tmp_path, "a", [*samples, Sample(1007, 3, 4, None, 1.95)], 1000
+    )
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "t_s,running,target,client_cpu_percent,host_cpu_cores"
+    assert lines[1] == "0.00,1,4,10.0," and lines[-1] == "7.00,3,4,,1.95"
+
+
+def test_the_host_cpu_of_a_scale_out_is_the_mean_from_the_step_to_max_and_reported():
+    samples = [Sample(t, 1, 4, None, busy) for t, busy in ((9, 0.5), (10, 1.9), (11, 2.0), (12, None), (13, 1.6), (14, 0.3))]  # fmt: skip
+    assert host_cpu_between(samples, 10, 13) == 1.83
+    assert host_cpu_between(samples, 10, None) is None  # max never reached
+    assert host_cpu_between(samples, 20, 30) is None
+    a = {
+        "app": "b", "min_replicas": 1, "max_replicas": 4, "max_running": 4,
+        "scale_up_decision_s": 3.0, "scale_up_s": 9.0, "time_to_max_s": 17.0,
+        "scale_down_s": 12.0, "scale_down_after_load_end_s": 0.0,
+        "host_cores": 2, "host_cpu_cores_to_max": 1.83,
+    }  # fmt: skip
+    text = report.table({}, {"autoscaling": a}, [])
+    assert "this host's CPU from the step to 4 RUNNING: 1.83 of 2 cores busy" in text
 
 
 def _levels(**by_level: tuple[float, float]) -> dict[str, dict[str, float]]:
@@ -371,3 +399,16 @@ def test_the_suite_retires_its_copies_so_no_later_deploy_serves_them(monkeypatch
     assert cmd[cmd.index("undeploy") :] == [
         "undeploy", "-q", str(session.config_path), cli.CLUSTER, *(a.app for a in LOAD_APPS[:-1])
     ]  # fmt: skip
+
+
+def test_the_sampler_reads_this_hosts_busy_cores_on_its_own_baseline():
+    with Sampler(None, None, interval_s=0.25) as first, Sampler(None, None, interval_s=0.25):
+        deadline = time.monotonic() + 1.2
+        while time.monotonic() < deadline:  # keep one core busy
+            pass
+    busy = [s.host_cpu for s in first.samples[1:]]  # the first one has no interval yet
+    assert first.samples[0].host_cpu is None
+    assert len(busy) >= 3 and all(b is not None for b in busy)
+    # The kernel counts CPU time in 10 ms ticks: a 0.25 s sample is good to about 0.1 core.
+    assert all(0.0 <= b <= first.host_cores + 0.2 for b in busy)
+    assert max(busy) >= 0.5  # this loop alone kept a core at least half busy
