@@ -294,6 +294,7 @@ def startup_breakdown(startups: Mapping[str, Mapping], since: float) -> list[dic
                 "process_to_init_s": s.get("process_to_init_s"),
                 "import_mlflow_s": s.get("import_mlflow_s"),
                 "download_s": s.get("download_s"),
+                "model_from": s.get("model_from"),
                 "load_s": s.get("load_s"),
             }
         )

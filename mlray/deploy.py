@@ -279,23 +279,34 @@ def deploy(
 def _start_node_envs(dash: RayDashboard, plan: Plan, opts: Options, say: Console) -> Job | None:
     """Submit the job that builds the added and updated apps' environments on every node."""
     changed = {a.name for a in plan.apps if a.action in ("add", "update")}
-    apps = [a for a in plan.config["applications"] if a["name"] in changed]
-    return start_node_envs(dash, apps, opts.timeout_s, say)
+    every = plan.config["applications"]
+    apps = [a for a in every if a["name"] in changed]
+    return start_node_envs(dash, apps, opts.timeout_s, say, every_app=every)
 
 
 def start_node_envs(
-    dash: RayDashboard, apps: list[dict[str, Any]], timeout_s: float, say: Console
+    dash: RayDashboard,
+    apps: list[dict[str, Any]],
+    timeout_s: float,
+    say: Console,
+    every_app: list[dict[str, Any]] | None = None,
 ) -> Job | None:
-    """Submit the job that builds these apps' environments on every alive node (also what a
-    node that joined after the deploy needs: the chaos suite's worker_kill)."""
+    """Submit the job that builds these apps' environments on every alive node and puts
+    their models in each node's model cache (also what a node that joined after the deploy
+    needs: the chaos suite's worker_kill). ``every_app``: all the cluster will run, whose
+    cached models stay (default: ``apps``)."""
     envs = node_envs.envs_to_prepare(apps)
     if not envs:
         return None
-    say(f"Preparing {len(envs)} app environment(s) on every node (new replicas skip pip)")
+    models = node_envs.models_to_fetch(apps, apps if every_app is None else every_app)
+    say(
+        f"Preparing {len(envs)} app environment(s) on every node (new replicas skip pip)"
+        + (f" and caching {len(models)} model(s) there" if models else "")
+    )
     try:
         return dash.submit_job(
             "node-envs", node_envs.ENTRYPOINT, timeout_s,
-            env_vars=node_envs.job_env(envs, timeout_s),
+            env_vars=node_envs.job_env(envs, timeout_s, models),
         )  # fmt: skip
     except ClusterError as e:  # the apps serve without it; scale-out only gets slower
         say(f"warning: could not start preparing the nodes: {e}")
@@ -313,6 +324,8 @@ def finish_node_envs(dash: RayDashboard, job: Job, say: Console) -> NodeEnvs | N
         say(f"warning: environment not built: {line} (a replica placed there builds it)")
     for line in done.warm_failures:
         say(f"note: not pre-imported: {line} (a replica placed there compiles it)")
+    for line in done.model_failures:
+        say(f"note: model not cached: {line} (a replica placed there downloads it)")
     return done
 
 

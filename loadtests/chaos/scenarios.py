@@ -56,7 +56,6 @@ REPLICA_KILL_MAX_RECOVERY_S = 15.0
 
 HEAD_RESTART_MAX_RECOVERY_S = 180.0
 MLFLOW_OUTAGE_MIN_SUCCESS = 0.99
-MLFLOW_OUTAGE_MAX_RECOVERY_S = 120.0  # from MLflow's return to the new replica RUNNING
 WORKER_KILL_MIN_SUCCESS = 0.99
 WORKER_KILL_MAX_RECOVERY_S = 60.0  # from the kill to every app RUNNING without the worker
 WORKER_KILL_RETRIES = 2  # the load client's retries of a connection error or a 5xx

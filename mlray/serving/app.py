@@ -36,7 +36,6 @@ import os
 import platform
 import shutil
 import socket
-import tempfile
 import time
 import traceback
 from collections import Counter
@@ -48,7 +47,7 @@ from ray.serve.metrics import Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from mlray.serving import batch_queue, batching, introspect, protocol, timing
+from mlray.serving import batch_queue, batching, introspect, model_cache, protocol, timing
 from mlray.serving.protocol import ParsedRequest, ScoringError
 
 try:
@@ -243,19 +242,32 @@ class MlflowModel:
         self._model_version = model_version
         self._extra = dict(extra or {})
         self._max_bytes = protocol.max_request_bytes()
-        # Download explicitly (rather than load_model(model_uri)) to keep the local copy: its
-        # requirements.txt is what /metadata reports on. Same artifacts, one download.
-        self._local_dir = tempfile.mkdtemp(prefix="mlray-model-")
+        # Fetch explicitly (rather than load_model(model_uri)): from the node's copy when the
+        # deploy or an earlier replica left one there (no MLflow call, so a replica starts
+        # during an MLflow outage too), and to keep the files: their requirements.txt is what
+        # /metadata reports on.
         imported_at = time.time()
-        local_path = mlflow.artifacts.download_artifacts(
-            artifact_uri=model_uri, dst_path=self._local_dir
+        fetched = model_cache.fetch(
+            model_uri,
+            self._extra.get("run_id"),
+            os.environ.get("MLFLOW_TRACKING_URI"),  # as the deploy set it: part of the key
+            lambda uri, into: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=into),
+            model_cache.cache_root(),
         )
+        if fetched.note:
+            logger.warning("mlray: %s not kept in the node's model cache: %s", model_uri,
+                           fetched.note)  # fmt: skip
+        self._local_dir = fetched.private_dir
+        local_path = fetched.path
         downloaded_at = time.time()
         # MLflow's own load-time checks scan every installed distribution (a third of the
         # load for an xgboost model, on every replica start); mlray checks the pins below.
         self._model = mlflow.pyfunc.load_model(local_path, suppress_warnings=True)
         # Where a replica's start goes (scale-out waits on it): epoch seconds of each step.
-        self._startup = startup_timeline(init_at, imported_at, downloaded_at, time.time())
+        self._startup = {
+            **startup_timeline(init_at, imported_at, downloaded_at, time.time()),
+            "model_from": fetched.source,
+        }
         self._metadata = self._model.metadata
         self._hints = input_hints(self._metadata)
         self._accepts_params = "params" in inspect.signature(self._model.predict).parameters

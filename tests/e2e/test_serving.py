@@ -148,5 +148,9 @@ def test_the_first_deploy_built_every_app_environment_on_every_node(deployed: De
         ready, total, on = map(int, m.groups())
         assert (ready, on) == (total, nodes) and total >= nodes, out
         assert "environment not built" not in out
+        # every app's model in every node's model cache: a later replica skips MLflow
+        m = re.search(r"; (\d+)/(\d+) model copies in the nodes' model cache", out)
+        assert m and m[1] == m[2] == str(total), out
+        assert "model not cached" not in out, out
         # and every package each env installed imported there (its bytecode written once)
         assert "not pre-imported" not in out, out

@@ -71,6 +71,8 @@ def deployed(services: Services) -> Services:
     assert "add" in proc.stdout
     # Both apps' environments, built by the node-preparation job on the one node there is.
     assert "Nodes prepared: 2/2 app environment(s) ready on 1 node(s)" in proc.stdout
+    # and both model versions in the node's model cache, for replicas that start later
+    assert "; 2/2 model copies in the nodes' model cache" in proc.stdout, proc.stdout
     assert "not pre-imported" not in proc.stdout, proc.stdout
     assert f"iris-old.staging v1: trained on 3.9, cluster runs {services.python}" in proc.stdout
     return services

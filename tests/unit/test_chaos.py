@@ -242,18 +242,15 @@ def test_with_replicas_scales_one_app_and_keeps_the_rest_as_it_runs():
 
 
 def test_mlflow_outage_gate():
-    said = (
-        "APP ...\niris-chaos: cannot reach MLflow at http://m (ReadTimeout) (from this host): ..."
-    )
-    ok = gates.mlflow_outage(5000, 3, "iris-chaos", said, False, 12.0)
-    assert ok.passed and ok.recovery_s == 12.0 and "cannot reach MLflow" in ok.detail
-    assert not gates.mlflow_outage(5000, 60, "iris-chaos", said, False, 12.0).passed
-    assert not gates.mlflow_outage(5000, 3, "iris-chaos", "iris-chaos: slow init", False, 9).passed
-    missed = gates.mlflow_outage(5000, 3, "iris-chaos", said, True, 12.0)
-    assert not missed.passed and "the fault missed" in missed.detail
-    assert not gates.mlflow_outage(5000, 3, "iris-chaos", said, False, None).passed
-    assert not gates.mlflow_outage(5000, 3, "iris-chaos", said, False, 121.0).passed
-    assert not gates.mlflow_outage(0, 0, "iris-chaos", said, False, 1.0).passed
+    ok = gates.mlflow_outage(5000, 3, 45.0, 8.5, None)
+    assert ok.passed and ok.recovery_s == 8.5 and "MLflow still paused" in ok.detail
+    assert not gates.mlflow_outage(5000, 60, 45.0, 8.5, None).passed  # traffic failed
+    waited = gates.mlflow_outage(5000, 3, 45.0, None, 12.0)  # it loaded from MLflow after all
+    assert not waited.passed and "it ran 12.0 s after MLflow's return" in waited.detail
+    assert "from its node's model cache" in waited.detail
+    never = gates.mlflow_outage(5000, 3, 45.0, None, None)
+    assert not never.passed and "nor within 180 s" in never.detail
+    assert not gates.mlflow_outage(0, 0, 45.0, 1.0, None).passed  # no traffic seen
 
 
 def _app(status, target, *replicas):

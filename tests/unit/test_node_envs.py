@@ -10,12 +10,15 @@ from pathlib import Path
 
 from mlray.node_envs import (
     ENVS_VAR,
+    MODELS_VAR,
     NOT_IMPORTED,
     WARM_CODE,
     NodeEnvs,
     envs_to_prepare,
     job_env,
+    models_to_fetch,
 )
+from mlray.serving.model_cache import entry_key
 
 
 def _app(name, **env):
@@ -102,3 +105,59 @@ def test_warm_code_compiles_what_pip_installed_and_skips_tooling(tmp_path):
     assert list((site / "goodpkg" / "__pycache__").glob("__init__.*.pyc"))
     assert list((site / "__pycache__").glob("single.*.pyc"))
     assert not (site / "pip" / "__pycache__").exists()
+
+
+def _model_app(name, uri, run_id="r1", tracking="http://mlflow:5000"):
+    return {
+        "name": name,
+        "args": {"model_uri": uri, "run_id": run_id, "model_name": name},
+        "runtime_env": {"pip": {"packages": ["x"]}, "env_vars": {"MLFLOW_TRACKING_URI": tracking}},
+    }
+
+
+def test_the_job_caches_changed_apps_models_and_keeps_every_apps_entry():
+    changed = _model_app("a", "models:/a/2")
+    others = [
+        _model_app("b", "models:/b/1"),
+        _model_app("c", "models:/c/1", tracking="https://user:token@mlflow"),  # credentials
+        _model_app("d", "models:/d/1", run_id=None),  # no run: not cacheable
+    ]
+    models = models_to_fetch([changed, others[1]], [changed, *others])
+    assert set(models) == {"a"}  # c's tracking URI would put a token in the job's metadata
+    keep = models["a"]["keep"]
+    assert keep == sorted(
+        entry_key(tracking, uri, "r1")
+        for tracking, uri in [("http://mlflow:5000", "models:/a/2"),
+                              ("http://mlflow:5000", "models:/b/1"),
+                              ("https://user:token@mlflow", "models:/c/1")]
+    )  # fmt: skip
+    assert models["a"] | {"keep": None} == {
+        "model_uri": "models:/a/2", "run_id": "r1", "tracking_uri": "http://mlflow:5000",
+        "keep": None,
+    }  # fmt: skip
+    sent = job_env({"a": {}}, 600, models)
+    assert "token" not in json.dumps(sent) and json.loads(sent[MODELS_VAR]) == models
+
+
+def test_the_report_counts_cached_models_and_names_the_ones_that_are_not():
+    n1, n2 = "n1" * 10, "n2" * 10
+    done = NodeEnvs.from_report({
+        "nodes": [n1, n2], "seconds": 12.0,
+        "results": {"a": {n1: "ok", n2: "ok"}},
+        "warm": {"a": {n1: {"warm_s": 4, "failed": "", "model": "fetched"},
+                       n2: {"warm_s": 4, "failed": "", "model": "error: OSError: disk full"}}},
+    })  # fmt: skip
+    assert done.summary() == (
+        "2/2 app environment(s) ready on 2 node(s) in 12 s; "
+        "1/2 model copies in the nodes' model cache"
+    )
+    assert done.model_failures == ["a on node n2n2n2n2n2n2: error: OSError: disk full"]
+
+
+def test_the_job_fills_the_cache_the_replicas_read():
+    custom = _model_app("a", "models:/a/1")
+    custom["runtime_env"]["env_vars"]["MLRAY_MODEL_CACHE_DIR"] = "/data/models"
+    off = _model_app("b", "models:/b/1")
+    off["runtime_env"]["env_vars"]["MLRAY_MODEL_CACHE_DIR"] = "off"
+    models = models_to_fetch([custom, off], [custom, off])
+    assert set(models) == {"a"} and models["a"]["cache_dir"] == "/data/models"
