@@ -263,16 +263,15 @@ class Session:
             "min_replicas": low,
             "max_replicas": high,
             "step_users": run.peak_users,
-            **{k: v for k, v in asdict(scale).items() if k != "min_replicas"},
+            **{k: v for k, v in asdict(scale).items() if k not in ("min_replicas", "at_max_at")},
             "final_running": sampler.latest_running,
             "settle_timeout_s": scenario.settle_timeout_s,
             "sample_errors": sampler.errors,
             "replicas_csv": report.write_replicas_csv(self.out_dir, app, sampler.samples, t0).name,
         }
-        at_max = None if scale.time_to_max_s is None else step_up + scale.time_to_max_s
         self.summary["autoscaling"]["host_cores"] = sampler.host_cores
         self.summary["autoscaling"]["host_cpu_cores_to_max"] = host_cpu_between(
-            sampler.samples, step_up, at_max
+            sampler.samples, step_up, scale.at_max_at
         )
         edges = {"step up": step_up, "step down": step_down, "load end": load_end}
         self.summary["autoscaling"]["edges_s"] = {k: round(v - t0, 1) for k, v in edges.items()}

@@ -196,6 +196,7 @@ class Scaling:
     scale_down_s: float | None  # step down -> first later sample back at min RUNNING
     scale_down_after_load_end_s: float | None  # Locust stopped -> back at min (0: already)
     returned_to_min: bool
+    at_max_at: float | None = None  # when max_replicas were first RUNNING (the samples' clock)
 
 
 def scaling(
@@ -235,6 +236,7 @@ def scaling(
         scale_down_after_load_end_s=None if back_at is None
         else round(max(0.0, back_at - load_end), 1),
         returned_to_min=back_at is not None,
+        at_max_at=at_max,
     )  # fmt: skip
 
 

@@ -124,6 +124,7 @@ def test_scaling_times_are_measured_from_the_step_edges():
     s = scaling(samples, min_replicas=1, step_up=10, step_down=40, load_end=45, max_replicas=4)
     assert (s.max_running, s.scale_up_s, s.scale_down_s) == (4, 3, 15)
     assert s.time_to_max_s == 4  # the issue's "1 -> 4 RUNNING after the load step"
+    assert s.at_max_at == 14  # unrounded, on the samples' clock: the host-CPU window's end
     assert s.scale_down_after_load_end_s == 10
     assert s.returned_to_min
 
