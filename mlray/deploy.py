@@ -747,17 +747,18 @@ def status_records(cfg: MlrayConfig, cluster_name: str) -> tuple[Ingress, list[A
 
 
 def with_mlflow_hint(records: list[AppRecord], cfg: MlrayConfig) -> list[AppRecord]:
-    """A replica of an mlray app loads its model from MLflow when it starts. While MLflow
-    does not answer, a new replica waits, and Ray only says it is slow to initialize: so
-    when an mlray app has fewer replicas ready than wanted, ask MLflow, and put its answer
-    first in those apps' messages."""
+    """A replica of an mlray app on a node without the model in its cache (one that joined
+    after the deploy) loads it from MLflow when it starts. While MLflow does not answer,
+    such a replica waits, and Ray only says it is slow to initialize: so when an mlray app
+    has fewer replicas ready than wanted, ask MLflow, and put its answer first in those
+    apps' messages."""
     short = {r.name for r in records if r.source and r.replicas.ready < r.replicas.target}
     problem = mlflow_problem(cfg.tracking_uri) if short else None
     if not problem:
         return records
     hint = (
-        f"{problem} (from this host): a replica that starts now loads its model from MLflow, "
-        "so it waits until MLflow answers"
+        f"{problem} (from this host): a replica that starts now on a node without the model "
+        "in its cache loads it from MLflow, so it waits until MLflow answers"
     )
     return [
         r.model_copy(update={"message": " | ".join(p for p in (hint, r.message) if p)})

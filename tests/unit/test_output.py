@@ -310,7 +310,8 @@ def test_status_says_why_an_app_is_short_of_replicas_and_names_an_mlflow_outage(
     assert asked == [cfg.tracking_uri]
     assert recs["iris"].message == (
         f"cannot reach MLflow at {cfg.tracking_uri} (ReadTimeout) (from this host): a replica "
-        "that starts now loads its model from MLflow, so it waits until MLflow answers"
+        "that starts now on a node without the model in its cache loads it from MLflow, so it "
+        "waits until MLflow answers"
         " | MlflowModel: scaling up"
     )
     assert recs["theirs"].message == "boom"  # not mlray's: it may not load from MLflow
