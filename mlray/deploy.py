@@ -294,11 +294,11 @@ def start_node_envs(
     """Submit the job that builds these apps' environments on every alive node and puts
     their models in each node's model cache (also what a node that joined after the deploy
     needs: the chaos suite's worker_kill). ``every_app``: all the cluster will run, whose
-    cached models stay (default: ``apps``)."""
+    cached models stay; without it, no cached model is removed."""
     envs = node_envs.envs_to_prepare(apps)
     if not envs:
         return None
-    models = node_envs.models_to_fetch(apps, apps if every_app is None else every_app)
+    models = node_envs.models_to_fetch(apps, every_app)
     say(
         f"Preparing {len(envs)} app environment(s) on every node (new replicas skip pip)"
         + (f" and caching {len(models)} model(s) there" if models else "")

@@ -83,8 +83,8 @@ if spec:
         model = "not cached: " + got.note
         if got.cached:
             model = "fetched" if got.source == "mlflow" else "already cached"
-        if root and got.cached:
-            model_cache.prune(root, spec.get("keep") or [])
+        if root and got.cached and spec.get("keep") is not None:
+            model_cache.prune(root, spec["keep"])
     except BaseException as e:
         model = "error: " + type(e).__name__ + ": " + str(e)[-300:]
     print("model=" + json.dumps(model))
@@ -263,15 +263,17 @@ def _per_node_lines(
 
 
 def models_to_fetch(
-    apps: list[Mapping[str, Any]], every_app: list[Mapping[str, Any]]
+    apps: list[Mapping[str, Any]], every_app: list[Mapping[str, Any]] | None = None
 ) -> dict[str, dict[str, Any]]:
     """App name -> the model version the job puts in each node's model cache, with ``keep``:
-    the cache entries of every app the cluster runs, which pruning leaves alone.
+    the cache entries of every app the cluster runs, which pruning leaves alone. Without
+    ``every_app`` there is no ``keep``, and the job prunes nothing: it cannot tell what the
+    cluster's other apps need.
 
     An app whose tracking URI carries credentials (``https://user:token@host``) is left out,
     like ``env_vars``: its first replica on each node fills the cache instead.
     """
-    keep = sorted(k for a in every_app if (k := _cache_key(a)[0]))
+    keep = None if every_app is None else sorted(k for a in every_app if (k := _cache_key(a)[0]))
     out = {}
     for app in apps:
         key, uri, run_id, tracking = _cache_key(app)
@@ -280,7 +282,8 @@ def models_to_fetch(
         off = cache_dir is not None and str(cache_dir).strip().lower() in model_cache.DISABLED
         if key and not off and not _has_credentials(tracking):
             out[app["name"]] = {
-                "model_uri": uri, "run_id": run_id, "tracking_uri": tracking, "keep": keep,
+                "model_uri": uri, "run_id": run_id, "tracking_uri": tracking,
+                **({"keep": keep} if keep is not None else {}),
                 **({"cache_dir": str(cache_dir)} if cache_dir is not None else {}),
             }  # fmt: skip
     return out

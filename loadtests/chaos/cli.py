@@ -692,7 +692,7 @@ class Chaos:
 
         started = time.monotonic()
         apps = list(current_apps(self.details()).values())
-        job = start_node_envs(self.s.dashboard, apps, 600, Console(quiet=True))
+        job = start_node_envs(self.s.dashboard, apps, 600, Console(quiet=True), every_app=apps)
         done = None if job is None else finish_node_envs(self.s.dashboard, job, Console())
         say(f"prepared every node: {done.summary() if done else 'nothing to do'}")
         return round(time.monotonic() - started, 1)

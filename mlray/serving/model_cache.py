@@ -108,12 +108,14 @@ def fetch(
                 "path": rel, "fetched_at": round(time.time(), 3)}  # fmt: skip
         with open(os.path.join(partial, ENTRY_META), "w") as f:
             json.dump(meta, f)
-        _retire(entry)  # an entry that exists here is unreadable (entry_path said None)
-        try:
-            os.rename(partial, entry)
-        except OSError:  # another process put the same model there first
-            if entry_path(entry) is None:
-                raise
+        if entry_path(entry) is None:  # else another process put the model there meanwhile
+            if os.path.lexists(entry):  # broken (files removed under it): set it aside
+                _retire(entry)
+            try:
+                os.rename(partial, entry)
+            except OSError:  # another process put the same model there first
+                if entry_path(entry) is None:
+                    raise
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -166,3 +166,19 @@ def test_loading_from_the_copy_marks_it_used(tmp_path):
     os.utime(entry, (long_ago, long_ago))
     fetch(URI, RUN, TRACKING, Downloads(), str(root))
     assert prune(str(root), keep=[]) == []  # a replica just started from it
+
+
+def test_a_slower_download_leaves_the_copy_another_process_finished_first(tmp_path):
+    """The loser of the race must not move the winner's entry away under its reader."""
+    root = str(tmp_path / "cache")
+    first = {}
+
+    def slow(uri: str, into: str) -> str:
+        first["got"] = fetch(URI, RUN, TRACKING, Downloads(), root)  # the other process
+        Path(first["got"].path, "reader-was-here").write_text("")
+        return Downloads()(uri, into)
+
+    second = fetch(URI, RUN, TRACKING, slow, root)
+    assert second.path == first["got"].path
+    assert Path(second.path, "reader-was-here").exists()  # the same directory, not replaced
+    assert not [p for p in os.listdir(root) if p.startswith(".")]

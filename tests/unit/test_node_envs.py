@@ -161,3 +161,9 @@ def test_the_job_fills_the_cache_the_replicas_read():
     off["runtime_env"]["env_vars"]["MLRAY_MODEL_CACHE_DIR"] = "off"
     models = models_to_fetch([custom, off], [custom, off])
     assert set(models) == {"a"} and models["a"]["cache_dir"] == "/data/models"
+
+
+def test_without_every_app_the_job_prunes_nothing():
+    """It cannot know which cached models the cluster's other apps still load."""
+    models = models_to_fetch([_model_app("a", "models:/a/1")])
+    assert "keep" not in models["a"]
