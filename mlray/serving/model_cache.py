@@ -111,18 +111,19 @@ def fetch(
         if entry_path(entry) is None:  # else another process put the model there meanwhile
             if os.path.lexists(entry):  # broken (files removed under it): set it aside
                 _retire(entry)
-            try:
+            with contextlib.suppress(OSError):  # another process put the model there first
                 os.rename(partial, entry)
-            except OSError:  # another process put the same model there first
-                if entry_path(entry) is None:
-                    raise
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    shutil.rmtree(partial, ignore_errors=True)  # left only if the other process won
     path = entry_path(entry)
-    if path is None:
-        raise OSError(f"got no readable entry at {entry} right after writing it")
+    if path is None:  # could not put it in place: this caller keeps its download for itself,
+        # out of the cache's directory (pruning removes partial downloads there)
+        private = tempfile.mkdtemp(prefix="mlray-model-")
+        moved = shutil.move(partial, os.path.join(private, "download"))
+        note = f"could not put the download in place at {entry}"
+        return Fetched(os.path.join(moved, rel), "mlflow", False, private, note)
+    shutil.rmtree(partial, ignore_errors=True)  # left only if the other process won
     return Fetched(path, "mlflow", True)
 
 

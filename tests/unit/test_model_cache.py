@@ -182,3 +182,18 @@ def test_a_slower_download_leaves_the_copy_another_process_finished_first(tmp_pa
     assert second.path == first["got"].path
     assert Path(second.path, "reader-was-here").exists()  # the same directory, not replaced
     assert not [p for p in os.listdir(root) if p.startswith(".")]
+
+
+def test_a_download_that_cannot_be_put_in_place_is_still_loaded(tmp_path, monkeypatch):
+    """A broken entry that cannot be set aside costs the cache, not the replica's start."""
+    root = tmp_path / "cache"
+    broken = root / entry_key(TRACKING, URI, RUN)
+    broken.mkdir(parents=True)
+    (broken / "leftover").write_text("no MLmodel, no entry file")
+    os.chmod(root, 0o700)
+    monkeypatch.setattr(model_cache, "_retire", lambda path: False)  # e.g. EBUSY, EPERM
+    got = fetch(URI, RUN, TRACKING, Downloads(), str(root))
+    assert not got.cached and got.private_dir and "could not put the download" in got.note
+    assert Path(got.path, "MLmodel").exists() and (broken / "leftover").exists()
+    assert not Path(got.path).is_relative_to(root)  # pruning would remove it under the replica
+    shutil.rmtree(got.private_dir)
