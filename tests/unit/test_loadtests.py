@@ -310,6 +310,7 @@ def _goal_summary() -> dict:
             "mlserver": _levels(c1=(290, 2.9), c32=(310, 98)),
         },
         "autoscaling": {"app": "x", "max_replicas": 4, "time_to_max_s": 12.0},
+        "untuned": {"max_running": 3},
     }
 
 
@@ -323,6 +324,8 @@ def test_goals_compare_against_the_best_peer_of_the_same_run():
     assert got["batched c32"] == (1.6, True)  # 800 / 500 (-w N, the best at c=32)
     assert got["batched c=1"] == (0.5, True)
     assert got["untuned c32"] == (0.96, True)
+    untuned = next(g for n, g in rows.items() if n.startswith("untuned"))
+    assert "up to 3 replica(s) RUNNING" in untuned.detail  # autoscaling shapes this ratio
     assert got["autoscaling: seconds"] == (12.0, True)
 
 
