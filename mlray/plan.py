@@ -213,10 +213,18 @@ def _canon(v: Any) -> str:
     return json.dumps(_normalize(v), sort_keys=True, default=str)
 
 
+# Maps whose keys are the user's own data, not Ray's schema: Ray echoes them as given, so they
+# are compared whole. Projected, an env var whose tag was deleted would read as unchanged.
+_WHOLE_KEYS = frozenset({"env_vars"})
+
+
 def _project(current: Any, like: Any) -> Any:
     """The part of ``current`` that ``like`` specifies (Ray echoes configs with defaults)."""
     if isinstance(like, dict) and isinstance(current, dict):
-        return {k: _project(current.get(k), v) for k, v in like.items()}
+        return {
+            k: current.get(k) if k in _WHOLE_KEYS else _project(current.get(k), v)
+            for k, v in like.items()
+        }
     if isinstance(like, list) and isinstance(current, list) and len(like) == len(current):
         return [_project(c, v) for c, v in zip(current, like, strict=True)]
     return current

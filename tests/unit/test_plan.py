@@ -132,6 +132,15 @@ def test_new_version_updates_with_the_reason():
     assert (a.action, a.reason) == ("update", "models:/iris.staging/1 -> models:/iris.staging/2")
 
 
+def test_an_env_var_whose_tag_was_deleted_is_a_change():
+    """Ray's echo adds defaults, which the comparison ignores; it must not ignore a removed
+    env var too (the deploy said "unchanged" and the replicas kept it)."""
+    env = {**TAGS, "ray.ray_actor_options.runtime_env.env_vars": '{"FEATURE_FLAG": "on"}'}
+    old = desired(model(tags=env))[0][1]
+    (a,) = plan_deploy(desired(model()), cluster_with(old)).apps
+    assert (a.action, a.reason) == ("update", "env vars changed")
+
+
 def test_batch_size_change_is_a_live_update():
     old = desired(model())[0][1]
     new = desired(model(tags={**TAGS, "ray.user_config.max_batch_size": "4"}))
