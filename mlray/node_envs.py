@@ -70,13 +70,11 @@ for name in names:
 spec = json.loads(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else None
 if spec:
     try:
-        import mlflow
         from mlray.serving import model_cache
         root = model_cache.cache_root()
         got = model_cache.fetch(
             spec["model_uri"], spec.get("run_id"), spec.get("tracking_uri"),
-            lambda uri, into: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=into),
-            root,
+            model_cache.download_from_mlflow, root,
         )
         if got.private_dir:
             shutil.rmtree(got.private_dir, ignore_errors=True)

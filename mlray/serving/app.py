@@ -251,7 +251,7 @@ class MlflowModel:
             model_uri,
             self._extra.get("run_id"),
             os.environ.get("MLFLOW_TRACKING_URI"),  # as the deploy set it: part of the key
-            lambda uri, into: mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=into),
+            model_cache.download_from_mlflow,
             model_cache.cache_root(),
         )
         if fetched.note:

@@ -56,6 +56,14 @@ class Fetched:
     note: str = ""  # why the cache was not used, if it was not
 
 
+def download_from_mlflow(model_uri: str, into: str) -> str:
+    """The `Download` replicas and the deploy's node job use: MLflow's own artifact client,
+    imported here so that importing this module stays cheap."""
+    import mlflow.artifacts
+
+    return mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=into)
+
+
 def cache_root() -> str | None:
     """The cache directory, or None when `MLRAY_MODEL_CACHE_DIR` turns it off."""
     raw = os.environ.get(DIR_ENV)
