@@ -280,7 +280,7 @@ class StartupWatcher(threading.Thread):
 def startup_breakdown(startups: Mapping[str, Mapping], since: float) -> list[dict]:
     """The replicas whose process started after `since` (the load step), in the order they
     became ready, each step in seconds from `since`: process start, __init__ entered, ready;
-    and how long the import of mlflow, the download and the load took."""
+    and how long the import of mlflow, the download and the load took, and the CPU it used."""
     rows = []
     for replica, s in startups.items():
         started = s.get("process_started_at")
@@ -298,6 +298,11 @@ def startup_breakdown(startups: Mapping[str, Mapping], since: float) -> list[dic
                 "download_s": s.get("download_s"),
                 "model_from": s.get("model_from"),
                 "load_s": s.get("load_s"),
+                # CPU the process used from its start to ready, and the share of a core
+                # that was over its start: well under 1 on a node with no core to spare.
+                "cpu_s": s.get("cpu_s"),
+                "cpu_share": s.get("cpu_share"),
+                "cpu_wait_s": s.get("cpu_wait_s"),  # ready to run, no CPU free
             }
         )
     return sorted(rows, key=lambda r: r["ready_s"])

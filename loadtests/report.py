@@ -195,6 +195,14 @@ def table(results: dict[str, RunResult], summary: dict[str, Any], gates: list[Ga
                 f"{_num(a['host_cpu_cores_to_max'])} of {a['host_cores']} cores busy "
                 "(the load, the testbed and the starting replicas share them)"
             )
+        for r in a.get("replica_starts") or []:
+            lines.append(
+                f"             new replica on {r.get('host') or 'an unknown host'}: process "
+                f"{_num(r['process_started_s'])} s, ready {_num(r['ready_s'])} s after the "
+                f"step; {_num(r.get('cpu_s'))} s of CPU over its start "
+                f"({_num(r.get('cpu_share'))} of a core), {_num(r.get('cpu_wait_s'))} s "
+                f"waiting for a CPU; model from {r.get('model_from') or 'n/a'}"
+            )
     for g in summary.get("goals") or []:
         verdict = {True: "met", False: "NOT met", None: "n/a"}[g["met"]]
         lines.append(f"goal {verdict:<8} {g['name']}: {_num(g['value'])} (want {g['target']})")

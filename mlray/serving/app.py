@@ -163,12 +163,40 @@ def process_started_at(pid: int | str = "self") -> float | None:
         return None
 
 
-def startup_timeline(init_at: float, imported_at: float, downloaded_at: float,
-                     loaded_at: float) -> dict[str, float | None]:  # fmt: skip
+def cpu_wait_s(pid: int | str = "self") -> float | None:
+    """Seconds the process's live threads spent runnable but waiting for a CPU (the run
+    queue delay of Linux /proc/<pid>/task/*/schedstat), or None where that is unreadable."""
+    try:
+        waited_ns = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(FileNotFoundError),  # a thread that just ended
+                open(f"/proc/{pid}/task/{task}/schedstat") as f,
+            ):
+                waited_ns += int(f.read().split()[1])
+        return waited_ns / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def startup_timeline(
+    init_at: float,
+    imported_at: float,
+    downloaded_at: float,
+    loaded_at: float,
+    cpu_s: float | None = None,
+    cpu_wait: float | None = None,
+) -> dict[str, float | None]:
     """The replica's start, step by step: worker process start -> __init__ (Ray's worker and
     runtime_env set-up, imports of this module) -> mlflow imported -> model downloaded ->
-    model loaded. Absolute times (epoch s) line up with a load test's clock."""
+    model loaded. Absolute times (epoch s) line up with a load test's clock.
+
+    `cpu_s` is the CPU the process used up to ready (`time.process_time()`, all threads) and
+    `cpu_wait` the time its threads were ready to run but had no CPU (`cpu_wait_s`). They
+    tell a start that computed on a node with no core to spare (a long CPU wait) from one
+    that waited on something else (MLflow, a lock, the disk), which wall times cannot."""
     started = process_started_at()
+    total = None if started is None else loaded_at - started
     return {
         "process_started_at": None if started is None else round(started, 3),
         "init_at": round(init_at, 3),
@@ -177,7 +205,10 @@ def startup_timeline(init_at: float, imported_at: float, downloaded_at: float,
         "import_mlflow_s": round(imported_at - init_at, 3),
         "download_s": round(downloaded_at - imported_at, 3),
         "load_s": round(loaded_at - downloaded_at, 3),
-        "total_s": None if started is None else round(loaded_at - started, 3),
+        "total_s": None if total is None else round(total, 3),
+        "cpu_s": None if cpu_s is None else round(cpu_s, 3),
+        "cpu_share": None if cpu_s is None or not total or total <= 0 else round(cpu_s / total, 2),
+        "cpu_wait_s": None if cpu_wait is None else round(cpu_wait, 3),
     }
 
 
@@ -265,7 +296,9 @@ class MlflowModel:
         self._model = mlflow.pyfunc.load_model(local_path, suppress_warnings=True)
         # Where a replica's start goes (scale-out waits on it): epoch seconds of each step.
         self._startup = {
-            **startup_timeline(init_at, imported_at, downloaded_at, time.time()),
+            **startup_timeline(
+                init_at, imported_at, downloaded_at, time.time(), time.process_time(), cpu_wait_s()
+            ),
             "model_from": fetched.source,
         }
         self._metadata = self._model.metadata

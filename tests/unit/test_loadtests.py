@@ -289,8 +289,16 @@ def test_the_host_cpu_of_a_scale_out_is_the_mean_from_the_step_to_max_and_report
         "scale_down_s": 12.0, "scale_down_after_load_end_s": 0.0,
         "host_cores": 2, "host_cpu_cores_to_max": 1.83,
     }  # fmt: skip
-    text = report.table({}, {"autoscaling": a}, [])
+    start = {"replica": "r", "host": "mlray-py311-worker-1", "process_started_s": 4.0,
+             "ready_s": 17.0, "cpu_s": 3.9, "cpu_share": 0.3, "cpu_wait_s": 8.5,
+             "model_from": "node cache"}  # fmt: skip
+    text = report.table({}, {"autoscaling": {**a, "replica_starts": [start]}}, [])
     assert "this host's CPU from the step to 4 RUNNING: 1.83 of 2 cores busy" in text
+    assert (
+        "new replica on mlray-py311-worker-1: process 4.00 s, ready 17.00 s after the step; "
+        "3.90 s of CPU over its start (0.30 of a core), 8.50 s waiting for a CPU; "
+        "model from node cache"
+    ) in text
 
 
 def _levels(**by_level: tuple[float, float]) -> dict[str, dict[str, float]]:
@@ -344,7 +352,8 @@ def test_the_startup_breakdown_keeps_only_replicas_started_after_the_step():
     def startup(started: float | None, init: float, ready: float) -> dict:
         return {"process_started_at": started, "init_at": init, "ready_at": ready,
                 "process_to_init_s": None if started is None else init - started,
-                "import_mlflow_s": 1.0, "download_s": 0.2, "load_s": 0.3}  # fmt: skip
+                "import_mlflow_s": 1.0, "download_s": 0.2, "load_s": 0.3,
+                "cpu_s": 3.5, "cpu_share": 0.35, "cpu_wait_s": 6.0}  # fmt: skip
 
     rows = startup_breakdown(
         {
@@ -363,6 +372,7 @@ def test_the_startup_breakdown_keeps_only_replicas_started_after_the_step():
         14.5,
         4.0,
     )
+    assert (rows[0]["cpu_s"], rows[0]["cpu_share"], rows[0]["cpu_wait_s"]) == (3.5, 0.35, 6.0)
 
 
 def test_the_suite_retires_its_copies_so_no_later_deploy_serves_them(monkeypatch, tmp_path):

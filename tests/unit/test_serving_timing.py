@@ -38,8 +38,46 @@ def test_the_startup_timeline_places_each_step_of_a_replica_start():
     started = process_started_at(os.getpid())
     assert started is not None and 0 <= time.time() - started < 24 * 3600
     t = started + 2.0
-    line = startup_timeline(t, t + 1.5, t + 1.75, t + 2.25)
+    line = startup_timeline(t, t + 1.5, t + 1.75, t + 2.25, cpu_s=1.7)
     assert line["process_to_init_s"] == 2.0
     assert (line["import_mlflow_s"], line["download_s"], line["load_s"]) == (1.5, 0.25, 0.5)
     assert line["total_s"] == 4.25 and line["ready_at"] == round(t + 2.25, 3)
-    assert process_started_at("no-such-pid") is None
+    # 1.7 s of CPU over a 4.25 s start: the process had 0.4 of a core on average.
+    assert (line["cpu_s"], line["cpu_share"]) == (1.7, 0.4)
+    assert startup_timeline(t, t, t, t)["cpu_share"] is None  # not measured: not guessed
+    assert startup_timeline(t, t, t, t, cpu_wait=0.1234)["cpu_wait_s"] == 0.123
+
+
+def _busy(seconds: float) -> None:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_the_cpu_wait_of_a_process_is_its_time_runnable_without_a_cpu():
+    """On one CPU with two busy processes beside it, this thread runs about a third of the
+    time and waits the rest: its wait grows about twice as fast as its CPU time."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mlray.serving.app import cpu_wait_s
+
+    assert cpu_wait_s("no-such-pid") is None
+    child = "import time\nend = time.monotonic() + 2.0\nwhile time.monotonic() < end: pass"
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # this thread, and the children it forks
+    try:
+        others = [subprocess.Popen([sys.executable, "-c", child]) for _ in range(2)]
+        time.sleep(0.5)  # both interpreters up and spinning
+        waited, cpu = cpu_wait_s(), time.process_time()
+        _busy(0.6)
+        waited, cpu = cpu_wait_s() - waited, time.process_time() - cpu
+        for other in others:
+            other.wait(timeout=30)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert waited > 0.15 and waited > 1.3 * cpu, (waited, cpu)
