@@ -36,9 +36,11 @@ import os
 import platform
 import shutil
 import socket
+import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -163,16 +165,17 @@ def process_started_at(pid: int | str = "self") -> float | None:
         return None
 
 
-def cpu_wait_s(pid: int | str = "self") -> float | None:
-    """Seconds the process's live threads spent runnable but waiting for a CPU (the run
-    queue delay of Linux /proc/<pid>/task/*/schedstat), or None where that is unreadable."""
+def cpu_wait_s(threads: Iterable[int]) -> float | None:
+    """Seconds these threads of this process spent runnable but without a CPU (the run
+    queue delay in Linux /proc/self/task/<tid>/schedstat), or None where that is unreadable.
+
+    A replica's start runs on two threads one after the other: the worker's main thread
+    (Ray's worker start, Serve's replica class) and the one that runs `__init__`. Their
+    waits are the start's; Ray's own background threads wait too, but off its path."""
     try:
         waited_ns = 0
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with (
-                contextlib.suppress(FileNotFoundError),  # a thread that just ended
-                open(f"/proc/{pid}/task/{task}/schedstat") as f,
-            ):
+        for tid in set(threads):
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
                 waited_ns += int(f.read().split()[1])
         return waited_ns / 1e9
     except (OSError, ValueError, IndexError):
@@ -192,7 +195,7 @@ def startup_timeline(
     model loaded. Absolute times (epoch s) line up with a load test's clock.
 
     `cpu_s` is the CPU the process used up to ready (`time.process_time()`, all threads) and
-    `cpu_wait` the time its threads were ready to run but had no CPU (`cpu_wait_s`). They
+    `cpu_wait` the time the start's threads were ready to run but had no CPU. They
     tell a start that computed on a node with no core to spare (a long CPU wait) from one
     that waited on something else (MLflow, a lock, the disk), which wall times cannot."""
     started = process_started_at()
@@ -297,7 +300,12 @@ class MlflowModel:
         # Where a replica's start goes (scale-out waits on it): epoch seconds of each step.
         self._startup = {
             **startup_timeline(
-                init_at, imported_at, downloaded_at, time.time(), time.process_time(), cpu_wait_s()
+                init_at,
+                imported_at,
+                downloaded_at,
+                time.time(),
+                time.process_time(),
+                cpu_wait_s((os.getpid(), threading.get_native_id())),
             ),
             "model_from": fetched.source,
         }

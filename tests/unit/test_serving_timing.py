@@ -62,20 +62,22 @@ def test_the_cpu_wait_of_a_process_is_its_time_runnable_without_a_cpu():
     import os
     import subprocess
     import sys
+    import threading
     import time
 
     from mlray.serving.app import cpu_wait_s
 
-    assert cpu_wait_s("no-such-pid") is None
+    assert cpu_wait_s([-1]) is None
+    me = [threading.get_native_id()]
     child = "import time\nend = time.monotonic() + 2.0\nwhile time.monotonic() < end: pass"
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(allowed)})  # this thread, and the children it forks
     try:
         others = [subprocess.Popen([sys.executable, "-c", child]) for _ in range(2)]
         time.sleep(0.5)  # both interpreters up and spinning
-        waited, cpu = cpu_wait_s(), time.process_time()
+        waited, cpu = cpu_wait_s(me), time.process_time()
         _busy(0.6)
-        waited, cpu = cpu_wait_s() - waited, time.process_time() - cpu
+        waited, cpu = cpu_wait_s(me) - waited, time.process_time() - cpu
         for other in others:
             other.wait(timeout=30)
     finally:
