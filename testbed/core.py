@@ -329,6 +329,7 @@ class Testbed:
                 "lean": LEAN_IDLE_ENV,
                 "lean_args": LEAN_RAY_START_ARGS,
                 "node": RAY_NODE_ENV,
+                "hostname": "container name",  # nodes.start: testbeds before it had ids
             },
             sort_keys=True,
             default=str,

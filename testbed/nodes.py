@@ -63,7 +63,9 @@ def start(spec: ContainerSpec) -> DockerContainer:
         # every start, and a restarted container (MLflow in the outage test, a Ray node on
         # its one retry) must keep the address config.yml and the tests already hold.
         container.ports[f"{ctr_port}/tcp"] = ("127.0.0.1", host_port or free_port())
-    kwargs: dict[str, object] = {"labels": {LABEL: "1", **spec.labels}}
+    # The container's name as its hostname too: Ray's node list, the dashboard and each
+    # replica's /metadata then name the node as `podman ps` does, not by a container id.
+    kwargs: dict[str, object] = {"labels": {LABEL: "1", **spec.labels}, "hostname": spec.name}
     if spec.network:
         kwargs["network"] = spec.network
     if spec.cpus:

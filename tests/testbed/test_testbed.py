@@ -82,6 +82,8 @@ def test_every_node_runs_the_cluster_python(bed: Testbed) -> None:
                 container, "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"
             )
             assert (code, out.strip()) == (0, info.python), container
+            # Named as `podman ps` names it, so Ray's node list and /metadata read plainly.
+            assert _exec(container, "hostname")[1].strip() == container
 
 
 def test_every_ray_node_starts_with_the_specs_ingress(bed: Testbed) -> None:
