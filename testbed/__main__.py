@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                 with ThreadPoolExecutor(len(names)) as pool:
                     tops = pool.map(lambda n: idle.top_processes(n, args.seconds), names)
                 for name, top in zip(names, tops, strict=True):
-                    print(f"\n{name}: top processes over {args.seconds:.0f} s")
-                    for pct, cmd in top:
-                        print(f"  {pct:5.1f}%  {cmd}")
+                    print(f"\n{name}: top processes over {args.seconds:.0f} s "
+                          "(share of a core, main-thread wakeups a second)")  # fmt: skip
+                    for pct, woke, cmd in top:
+                        print(f"  {pct:5.2f}%  {woke:6.1f}/s  {cmd}")
             return 0
         if args.command == "images":
             testbed.build_images(args.python)

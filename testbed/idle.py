@@ -32,24 +32,31 @@ def _cpu_ns(container: str) -> int:
         ) from None
 
 
-# utime+stime (clock ticks) and the command line of every process in the container.
+# utime+stime (clock ticks), the main thread's voluntary context switches (how often it
+# went to sleep, so woke) and the command line of every process in the container.
 _PROCS = (
     "for d in /proc/[0-9]*; do "
     "t=$(awk '{print $14+$15}' $d/stat 2>/dev/null) || continue; "
-    "echo \"${d#/proc/} $t $(tr '\\0' ' ' < $d/cmdline 2>/dev/null | cut -c1-400)\"; done; "
+    "v=$(awk '/^voluntary_ctxt_switches/ {print $2}' $d/status 2>/dev/null); "
+    "echo \"${d#/proc/} $t ${v:-0} $(tr '\\0' ' ' < $d/cmdline 2>/dev/null | cut -c1-400)\"; done; "
     "getconf CLK_TCK"
 )
 
 
-def _process_ticks(container: str) -> tuple[dict[str, tuple[int, str]], int]:
-    lines = engine.run_podman("exec", container, "sh", "-c", _PROCS).stdout.splitlines()
-    ticks: dict[str, tuple[int, str]] = {}
+def parse_processes(lines: list[str]) -> dict[str, tuple[int, int, str]]:
+    """{pid: (CPU ticks, main-thread wakeups, short command)} from `_PROCS`' lines (the
+    clock-tick line last, not included)."""
+    procs: dict[str, tuple[int, int, str]] = {}
     for line in lines[:-1]:
-        pid, _, rest = line.partition(" ")
-        used, _, cmd = rest.partition(" ")
-        if used.isdigit():
-            ticks[pid] = (int(used), _short(cmd.strip()))
-    return ticks, int(lines[-1])
+        pid, used, woke, cmd = ([*line.split(" ", 3), "", "", ""])[:4]
+        if used.isdigit() and woke.isdigit():
+            procs[pid] = (int(used), int(woke), _short(cmd.strip()))
+    return procs
+
+
+def _process_ticks(container: str) -> tuple[dict[str, tuple[int, int, str]], int]:
+    lines = engine.run_podman("exec", container, "sh", "-c", _PROCS).stdout.splitlines()
+    return parse_processes(lines), int(lines[-1])
 
 
 def _short(cmd: str) -> str:
@@ -61,16 +68,22 @@ def _short(cmd: str) -> str:
     return cmd[:100]
 
 
-def top_processes(container: str, seconds: float, top: int = 8) -> list[tuple[float, str]]:
-    """The processes that used the most CPU over `seconds`: (percent of a core, command)."""
+def top_processes(container: str, seconds: float, top: int = 12) -> list[tuple[float, float, str]]:
+    """The processes that used the most CPU over `seconds`: (percent of a core, main-thread
+    wakeups a second, command). Every Ray worker process (replicas, Serve's controller and
+    proxies) wakes about 100 times a second: the core worker's fixed 10 ms timer."""
     before, hz = _process_ticks(container)
     t0 = time.monotonic()
     time.sleep(seconds)
     after, _ = _process_ticks(container)
     wall = time.monotonic() - t0
     used = [
-        (round(100 * (t - before[pid][0]) / hz / wall, 1), cmd)
-        for pid, (t, cmd) in after.items()
+        (
+            round(100 * (t - before[pid][0]) / hz / wall, 2),
+            round((woke - before[pid][1]) / wall, 1),
+            cmd,
+        )
+        for pid, (t, woke, cmd) in after.items()
         if pid in before
     ]
     return sorted(used, reverse=True)[:top]

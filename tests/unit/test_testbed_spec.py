@@ -82,6 +82,23 @@ def test_idle_cpu_names_a_replica_by_its_pip_env_instead_of_a_long_path():
     assert _short(cmd) == "[pip env 334d074a] python -u ray/_private/workers/default_worker.py --x"
 
 
+def test_idle_cpu_reads_each_processs_ticks_wakeups_and_command():
+    from testbed.idle import parse_processes
+
+    lines = [
+        "9 1520 1300 /usr/local/lib/python3.11/dist-packages/ray/core/src/ray/gcs/gcs_server --x",
+        "435 2210 99120 ray::ServeController",
+        "77 12 3",  # a process with no command line (a kernel-side or exiting one)
+        "88   ",  # gone between the reads: no figures, skipped
+        "100",
+    ]
+    assert parse_processes(lines) == {
+        "9": (1520, 1300, "ray/core/src/ray/gcs/gcs_server --x"),
+        "435": (2210, 99120, "ray::ServeController"),
+        "77": (12, 3, ""),
+    }
+
+
 def test_gcs_fault_tolerance_is_off_by_default_and_redis_puts_the_heads_state_there(
     tmp_path, monkeypatch
 ):
