@@ -198,6 +198,11 @@ def test_health_version_and_metadata(base_url, iris):
     assert meta["flavor_libraries"]["sklearn"]["version"] == sklearn.__version__
     assert meta["requirement_mismatches"] == []
     assert meta["python_version"].count(".") == 2
+    # What the replica's start cost, from its own process: CPU used, and time spent runnable
+    # with no CPU free (the figures that tell a CPU-starved scale-out from one that waited).
+    startup = meta["startup"]
+    assert startup["cpu_s"] > 0 and 0 < startup["cpu_share"] and startup["cpu_wait_s"] >= 0
+    assert startup["total_s"] > 0 and startup["model_from"] in ("node cache", "mlflow")
     assert meta["batching"]["enabled"] is False
     assert meta["replica"]["pid"] > 0 and meta["replica"]["replica_id"]
     assert meta["args"] == {"mlray_cluster": "local"}
