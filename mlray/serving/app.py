@@ -40,7 +40,6 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -165,21 +164,26 @@ def process_started_at(pid: int | str = "self") -> float | None:
         return None
 
 
-def cpu_wait_s(threads: Iterable[int]) -> float | None:
-    """Seconds these threads of this process spent runnable but without a CPU (the run
-    queue delay in Linux /proc/self/task/<tid>/schedstat), or None where that is unreadable.
-
-    A replica's start runs on two threads one after the other: the worker's main thread
-    (Ray's worker start, Serve's replica class) and the one that runs `__init__`. Their
-    waits are the start's; Ray's own background threads wait too, but off its path."""
+def cpu_wait_s(thread: int) -> float | None:
+    """Seconds this thread of this process has spent runnable but without a CPU (its run
+    queue delay in Linux /proc/self/task/<tid>/schedstat), or None where that is unreadable."""
     try:
-        waited_ns = 0
-        for tid in set(threads):
-            with open(f"/proc/self/task/{tid}/schedstat") as f:
-                waited_ns += int(f.read().split()[1])
-        return waited_ns / 1e9
+        with open(f"/proc/self/task/{thread}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
     except (OSError, ValueError, IndexError):
         return None
+
+
+def start_path_wait_s(
+    main_at_init: float | None, this_at_init: float | None, this_at_ready: float | None
+) -> float | None:
+    """The CPU wait along a replica start's path: the worker's main thread from process start
+    to `__init__` (Ray's worker start, Serve's replica class), then the thread running
+    `__init__` (Serve's user-code thread, or the main thread itself). Summing all threads
+    would count Ray's background threads, and waits that overlap, past the wall time."""
+    if main_at_init is None or this_at_init is None or this_at_ready is None:
+        return None
+    return main_at_init + (this_at_ready - this_at_init)
 
 
 def startup_timeline(
@@ -195,7 +199,7 @@ def startup_timeline(
     model loaded. Absolute times (epoch s) line up with a load test's clock.
 
     `cpu_s` is the CPU the process used up to ready (`time.process_time()`, all threads) and
-    `cpu_wait` the time the start's threads were ready to run but had no CPU. They
+    `cpu_wait` the time the start's path was ready to run but had no CPU. They
     tell a start that computed on a node with no core to spare (a long CPU wait) from one
     that waited on something else (MLflow, a lock, the disk), which wall times cannot."""
     started = process_started_at()
@@ -269,6 +273,8 @@ class MlflowModel:
         extra: dict[str, Any] | None = None,
     ) -> None:
         init_at = time.time()
+        this_thread = threading.get_native_id()
+        main_wait, this_wait = cpu_wait_s(os.getpid()), cpu_wait_s(this_thread)
         import mlflow
 
         self._model_uri = model_uri
@@ -305,7 +311,7 @@ class MlflowModel:
                 downloaded_at,
                 time.time(),
                 time.process_time(),
-                cpu_wait_s((os.getpid(), threading.get_native_id())),
+                start_path_wait_s(main_wait, this_wait, cpu_wait_s(this_thread)),
             ),
             "model_from": fetched.source,
         }

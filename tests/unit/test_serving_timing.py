@@ -67,8 +67,8 @@ def test_the_cpu_wait_of_a_process_is_its_time_runnable_without_a_cpu():
 
     from mlray.serving.app import cpu_wait_s
 
-    assert cpu_wait_s([-1]) is None
-    me = [threading.get_native_id()]
+    assert cpu_wait_s(-1) is None
+    me = threading.get_native_id()
     child = "import time\nend = time.monotonic() + 2.0\nwhile time.monotonic() < end: pass"
     allowed = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(allowed)})  # this thread, and the children it forks
@@ -83,3 +83,14 @@ def test_the_cpu_wait_of_a_process_is_its_time_runnable_without_a_cpu():
     finally:
         os.sched_setaffinity(0, allowed)
     assert waited > 0.15 and waited > 1.3 * cpu, (waited, cpu)
+
+
+def test_the_start_paths_wait_is_the_main_threads_then_the_init_threads():
+    from mlray.serving.app import start_path_wait_s
+
+    # Main thread waited 4 s before __init__; the init thread had waited 1 s (before it ran
+    # __init__) and 7 s at ready: the path waited 4 + 6.
+    assert start_path_wait_s(4.0, 1.0, 7.0) == 10.0
+    # __init__ on the main thread itself: its wait at ready is the whole path's.
+    assert start_path_wait_s(4.0, 4.0, 9.0) == 9.0
+    assert start_path_wait_s(None, 1.0, 2.0) is None
