@@ -298,8 +298,8 @@ def startup_breakdown(startups: Mapping[str, Mapping], since: float) -> list[dic
                 "download_s": s.get("download_s"),
                 "model_from": s.get("model_from"),
                 "load_s": s.get("load_s"),
-                # CPU the process used from its start to ready, and the share of a core
-                # that was over its start: well under 1 on a node with no core to spare.
+                # CPU the process used from its start to ready, that CPU as a share of one
+                # core over the start, and how long the start's path waited for a CPU.
                 "cpu_s": s.get("cpu_s"),
                 "cpu_share": s.get("cpu_share"),
                 "cpu_wait_s": s.get("cpu_wait_s"),  # ready to run, no CPU free

@@ -5,6 +5,7 @@ Built on testcontainers' DockerContainer (docker-py on Podman's Docker-compatibl
 
 from __future__ import annotations
 
+import re
 import socket
 import sys
 import time
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from testcontainers.core.container import DockerContainer
 
 LOG_TAIL_LINES = 40
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 POLL_SECONDS = 1.0
 
 
@@ -63,9 +65,12 @@ def start(spec: ContainerSpec) -> DockerContainer:
         # every start, and a restarted container (MLflow in the outage test, a Ray node on
         # its one retry) must keep the address config.yml and the tests already hold.
         container.ports[f"{ctr_port}/tcp"] = ("127.0.0.1", host_port or free_port())
+    kwargs: dict[str, object] = {"labels": {LABEL: "1", **spec.labels}}
     # The container's name as its hostname too: Ray's node list, the dashboard and each
     # replica's /metadata then name the node as `podman ps` does, not by a container id.
-    kwargs: dict[str, object] = {"labels": {LABEL: "1", **spec.labels}, "hostname": spec.name}
+    # A name that is no valid hostname (`_`, over 63 characters) keeps the engine's default.
+    if _HOSTNAME.fullmatch(spec.name):
+        kwargs["hostname"] = spec.name
     if spec.network:
         kwargs["network"] = spec.network
     if spec.cpus:

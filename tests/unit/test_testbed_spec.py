@@ -133,3 +133,12 @@ def test_gcs_fault_tolerance_is_off_by_default_and_redis_puts_the_heads_state_th
     monkeypatch.setenv("MLRAY_TESTBED_GCS_FT", "etcd")
     with pytest.raises(TestbedError, match=r"got gcs_ft='etcd' .*; expected one of none, redis"):
         load_spec(_write(tmp_path))
+
+
+def test_a_container_is_its_own_hostname_only_where_the_name_is_a_valid_one():
+    from testbed.nodes import _HOSTNAME
+
+    assert _HOSTNAME.fullmatch("mlray-py311-worker-1")
+    assert not _HOSTNAME.fullmatch("my_bed-py311-head")  # `_` is no hostname character
+    assert not _HOSTNAME.fullmatch("a" * 64)  # one DNS label: 63 at most
+    assert not _HOSTNAME.fullmatch("-leading-dash")
